@@ -1,0 +1,268 @@
+"""The `vaelab` command. `main(argv) -> int`; nothing runs at import.
+
+Options come from the config dataclasses (one flag per field: `latent_dim` is `--latent-dim`),
+from a TOML file (`--config`, the same names as keys) or both; flags win. Bad input is one
+sentence on stderr and exit code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from vaelab.config import coerce, field_types, type_name
+from vaelab.errors import VaelabError
+
+EXIT_BAD_INPUT = 2
+# Model fields that come from the data, not from the user.
+DERIVED_MODEL_FIELDS = ("image_shape", "num_classes")
+
+
+def _option_table() -> dict[str, tuple[str, Any]]:
+    """flag name (with dashes) -> (section, type) for every configurable field."""
+    from vaelab.models import MODELS
+    from vaelab.training.run import DataConfig, TrainConfig
+
+    table: dict[str, tuple[str, Any]] = {}
+    for cls in {m.config_class for m in MODELS.values()}:
+        for name, tp in field_types(cls).items():
+            if name not in DERIVED_MODEL_FIELDS:
+                table[name.replace("_", "-")] = ("model", tp)
+    for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+        for name, tp in field_types(cls).items():
+            table[name.replace("_", "-")] = (section, tp)
+    return table
+
+
+def _parse_text(text: str, tp: Any) -> Any:
+    """A command-line string as a value of type `tp` (lists are comma-separated)."""
+    args = typing.get_args(tp)
+    if type(None) in args and text.lower() in ("none", "null", ""):
+        return None
+    if typing.get_origin(tp) is tuple or any(typing.get_origin(a) is tuple for a in args):
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _check_value(flag: str, value: Any, tp: Any) -> Any:
+    try:
+        return coerce(value, tp)
+    except TypeError:
+        raise VaelabError(f"--{flag} is {value!r}: expected {type_name(tp)}") from None
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise VaelabError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise VaelabError(f"config file {path} is not valid TOML: {err}") from None
+    return {k.replace("_", "-"): v for k, v in raw.items()}
+
+
+def gather_options(args: argparse.Namespace, table: dict) -> dict[str, Any]:
+    """TOML values, then flags given on the command line; each checked against its type."""
+    options = read_toml(args.config) if args.config else {}
+    model = options.pop("model", None)
+    if model is not None and model != args.model:
+        raise VaelabError(f"config file {args.config} is for model {model!r}, not {args.model!r}")
+    unknown = sorted(set(options) - set(table))
+    if unknown:
+        raise VaelabError(f"config file {args.config} has unknown key(s) {', '.join(unknown)}")
+    for flag in table:
+        text = getattr(args, flag.replace("-", "_"), None)
+        if text is not None:
+            options[flag] = _parse_text(text, table[flag][1])
+    return {flag: _check_value(flag, v, table[flag][1]) for flag, v in options.items()}
+
+
+def build_run_config(model: str, options: dict[str, Any], table: dict, data):
+    """A RunConfig for `model` from checked options and the loaded data's shape."""
+    from vaelab.config import from_dict
+    from vaelab.models import get_model_class
+    from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+
+    model_cls = get_model_class(model)
+    sections: dict[str, dict] = {"model": {}, "data": {}, "train": {}}
+    model_fields = field_types(model_cls.config_class)
+    for flag, value in options.items():
+        section, _ = table[flag]
+        name = flag.replace("-", "_")
+        if section == "model" and name not in model_fields:
+            raise VaelabError(f"--{flag} does not apply to model {model}")
+        sections[section][name] = value
+    sections["model"]["image_shape"] = list(data.image_shape)
+    if "num_classes" in model_fields and getattr(model_cls, "conditional", False):
+        sections["model"]["num_classes"] = data.num_classes or 0
+    return RunConfig(
+        model=model,
+        model_config=from_dict(model_cls.config_class, sections["model"], "model"),
+        data=from_dict(DataConfig, sections["data"], "data options"),
+        train=from_dict(TrainConfig, sections["train"], "train options"),
+    )
+
+
+def check_resume_options(run_config, options: dict[str, Any], table: dict) -> None:
+    """On --resume only --epochs may change; any other option must equal the run's."""
+    for flag, value in options.items():
+        section, _ = table[flag]
+        name = flag.replace("-", "_")
+        part = {
+            "model": run_config.model_config,
+            "data": run_config.data,
+            "train": run_config.train,
+        }[section]
+        if name == "epochs" or not hasattr(part, name):
+            continue
+        saved = getattr(part, name)
+        if (list(saved) if isinstance(saved, tuple) else saved) != (
+            list(value) if isinstance(value, tuple) else value
+        ):
+            raise VaelabError(
+                f"--{flag} {value!r} differs from the resumed run's {saved!r}; "
+                "only --epochs and --max-steps may change on --resume"
+            )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vaelab.data import load_dataset
+    from vaelab.training.run import read_config
+    from vaelab.training.trainer import resume, train
+    from vaelab.viz.run_report import write_run_report
+
+    table = _option_table()
+    options = gather_options(args, table)
+    if args.resume:
+        config, _ = read_config(args.resume)
+        if config.model != args.model:
+            raise VaelabError(f"{args.resume} is a {config.model} run, not {args.model}")
+        check_resume_options(config, options, table)
+        trainer = resume(
+            args.resume, epochs=options.get("epochs"), max_steps=args.max_steps, quiet=args.quiet
+        )
+    else:
+        dataset = options.get("dataset", "mnist-sample")
+        data = load_dataset(dataset, options.get("data-dir"))
+        config = build_run_config(args.model, options, table, data)
+        trainer = train(config, args.out, max_steps=args.max_steps, quiet=args.quiet, data=data)
+    if not args.no_report:
+        report = write_run_report(trainer.run_dir, trainer=trainer)
+        _say(args, f"report: {report}")
+    _say(args, f"run: {trainer.run_dir} (epoch {trainer.state.epoch}, step {trainer.state.step})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaelab.training.run import load_run
+    from vaelab.viz.figures import image_grid, save_figure
+
+    if args.n < 1:
+        raise VaelabError(f"--n is {args.n}: expected a positive number of samples")
+    _, model = load_run(args.run)
+    images = model.generate(args.n, generator=torch.Generator().manual_seed(args.seed))
+    nrow = max(1, round(args.n**0.5))
+    path = save_figure(image_grid(images, nrow=nrow), args.out)
+    _say(args, f"wrote {args.n} samples to {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vaelab.viz.run_report import write_run_report
+
+    _say(args, f"report: {write_run_report(Path(args.run))}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from vaelab.data import describe_datasets
+
+    for row in describe_datasets(args.data_dir):
+        print(f"{row['name']:<14} {row['description']}\n{'':<14} {row['status']}")
+    return 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vaelab.models import MODELS
+
+    parser = argparse.ArgumentParser(prog="vaelab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model into a run folder")
+    p.add_argument(
+        "model", choices=sorted(MODELS), metavar="MODEL", help=f"one of {', '.join(sorted(MODELS))}"
+    )
+    p.add_argument("--config", help="a TOML file of options (same names as the flags)")
+    p.add_argument("--out", default="runs/latest", help="run folder (default runs/latest)")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN exactly where it stopped")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in all")
+    p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    for flag, (section, tp) in _option_table().items():
+        p.add_argument(f"--{flag}", help=f"{section}: {type_name(tp)}")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="decode prior samples of a run into a PNG grid")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    _add_common(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("report", help="(re)write a run's figures and report.html")
+    p.add_argument("run", metavar="RUN")
+    _add_common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("datasets", help="list the named datasets and where they are")
+    p.add_argument("--data-dir", help="a folder to look in first")
+    _add_common(p)
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed its message
+        return int(exit_.code or 0)
+    try:
+        return args.func(args)
+    except VaelabError as err:
+        if args.debug:
+            raise
+        print(f"vaelab: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("vaelab: interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

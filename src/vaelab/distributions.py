@@ -1,0 +1,215 @@
+"""Posteriors and likelihoods, with the closed-form KL the VAE uses.
+
+Shapes: a distribution has a batch shape (any leading dims, e.g. (B,) or (K, B)) and
+`event_dims` trailing dims that `log_prob` sums over (1 for a latent vector, 3 for an image).
+Everything is in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vaelab.errors import VaelabError
+
+# exp(-30) ~ 1e-13 and exp(20) ~ 5e8: wide enough for any sane posterior, narrow enough that
+# exp(logvar) never overflows to inf or collapses to 0 in float32 (a NaN source early on).
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+LOG_2PI = math.log(2 * math.pi)
+
+
+def safe_logvar(logvar: Tensor) -> Tensor:
+    return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+def _sum_event(t: Tensor, event_dims: int) -> Tensor:
+    return t.sum(dim=tuple(range(-event_dims, 0))) if event_dims else t
+
+
+def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per dimension (Kingma & Welling 2014, Appendix B)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise log N(x; mean, exp(logvar))."""
+    return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar))
+
+
+class DiagonalGaussian:
+    """q(z|x) = N(mean, diag(exp(logvar))), with reparameterized samples."""
+
+    event_dims = 1
+
+    def __init__(self, mean: Tensor, logvar: Tensor):
+        self.mean = mean
+        self.logvar = safe_logvar(logvar)
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        """z = mean + std * eps, eps ~ N(0, I): differentiable in mean and logvar."""
+        eps = torch.randn(
+            sample_shape + self.mean.shape, dtype=self.mean.dtype, device=self.mean.device
+        )
+        return self.mean + self.std * eps
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return gaussian_log_prob(z, self.mean, self.logvar).sum(-1)
+
+    def kl_per_dim(self) -> Tensor:
+        return gaussian_kl(self.mean, self.logvar)
+
+    def kl_to_standard_normal(self) -> Tensor:
+        return self.kl_per_dim().sum(-1)
+
+
+class PointMass:
+    """A deterministic code (the plain autoencoder's posterior): samples are the mean itself."""
+
+    event_dims = 1
+
+    def __init__(self, mean: Tensor):
+        self.mean = mean
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        return self.mean.expand(sample_shape + self.mean.shape)
+
+    sample = rsample
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    return (-0.5 * (LOG_2PI + z.pow(2))).sum(-1)
+
+
+class Bernoulli:
+    """p(x|z) with logits; log_prob is minus the BCE, a log-likelihood only for binary x."""
+
+    def __init__(self, logits: Tensor, event_dims: int = 3):
+        self.logits, self.event_dims = logits, event_dims
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        bce = F.binary_cross_entropy_with_logits(
+            self.logits, x.expand_as(self.logits), reduction="none"
+        )
+        return -_sum_event(bce, self.event_dims)
+
+    def sample(self) -> Tensor:
+        return torch.bernoulli(self.mean)
+
+
+def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
+    """log C(lambda) of the continuous Bernoulli (Loaiza-Ganem & Cunningham 2019, eq. 7).
+
+    C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda), which is 2 at lambda = 1/2. In logits,
+    1 - 2 lambda = -tanh(l/2) and artanh(-tanh(l/2)) = -l/2, so C = l / tanh(l/2): stable away
+    from l = 0, where a Taylor expansion log C ~ log 2 + l^2/12 takes over.
+    """
+    near_zero = logits.abs() < 1e-2
+    safe = torch.where(near_zero, torch.ones_like(logits), logits)
+    exact = torch.log(safe / torch.tanh(safe / 2))
+    taylor = math.log(2.0) + logits.pow(2) / 12
+    return torch.where(near_zero, taylor, exact)
+
+
+class ContinuousBernoulli(Bernoulli):
+    """A proper density on [0, 1]^D: the Bernoulli term plus its normalizer log C(lambda)."""
+
+    @property
+    def mean(self) -> Tensor:
+        # E[x] = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)); in logits:
+        # 1/(1 - e^{-l}) - 1/l, which tends to 1/2 at l = 0.
+        logits = self.logits
+        near_zero = logits.abs() < 1e-2
+        safe = torch.where(near_zero, torch.ones_like(logits), logits)
+        exact = 1 / (-torch.expm1(-safe)) - 1 / safe
+        return torch.where(near_zero, 0.5 + logits / 12, exact)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        norm = continuous_bernoulli_log_norm(self.logits)
+        return super().log_prob(x) + _sum_event(norm.expand_as(self.logits), self.event_dims)
+
+    def sample(self) -> Tensor:
+        return torch.distributions.ContinuousBernoulli(logits=self.logits).sample()
+
+
+class Gaussian:
+    """p(x|z) = N(mean, diag(exp(logvar))) on pixels: a proper density on grayscale images."""
+
+    def __init__(self, mean: Tensor, logvar: Tensor, event_dims: int = 3):
+        self.mean, self.event_dims = mean, event_dims
+        self.logvar = safe_logvar(logvar).expand_as(mean)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return _sum_event(gaussian_log_prob(x, self.mean, self.logvar), self.event_dims)
+
+    def sample(self) -> Tensor:
+        return self.mean + torch.exp(0.5 * self.logvar) * torch.randn_like(self.mean)
+
+
+class LikelihoodHead(nn.Module):
+    """Turns the decoder's raw output [..., C, H, W] into p(x|z)."""
+
+    binary_only = False  # True where log_prob is a likelihood only for binary pixels
+
+    def forward(self, out: Tensor):
+        raise NotImplementedError
+
+
+class BernoulliHead(LikelihoodHead):
+    binary_only = True
+
+    def forward(self, out: Tensor) -> Bernoulli:
+        return Bernoulli(out)
+
+
+class ContinuousBernoulliHead(LikelihoodHead):
+    def forward(self, out: Tensor) -> ContinuousBernoulli:
+        return ContinuousBernoulli(out)
+
+
+class GaussianHead(LikelihoodHead):
+    """Mean = sigmoid(out) (pixels live in [0, 1]); a fixed std, or a learned one per pixel."""
+
+    def __init__(self, image_shape: tuple[int, int, int], std: float | None):
+        super().__init__()
+        if std is None:
+            self.logvar = nn.Parameter(torch.zeros(image_shape))
+        else:
+            self.register_buffer("logvar", torch.full(image_shape, 2 * math.log(std)))
+
+    def forward(self, out: Tensor) -> Gaussian:
+        return Gaussian(torch.sigmoid(out), self.logvar)
+
+
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned")
+
+
+def make_likelihood(
+    name: str, image_shape: tuple[int, int, int], gaussian_std: float = 0.1
+) -> LikelihoodHead:
+    """The decoder head for a likelihood named in LIKELIHOODS."""
+    if name == "bernoulli":
+        return BernoulliHead()
+    if name == "continuous-bernoulli":
+        return ContinuousBernoulliHead()
+    if name == "gaussian":
+        if not gaussian_std > 0:
+            raise VaelabError(f"gaussian_std must be positive, got {gaussian_std}")
+        return GaussianHead(image_shape, gaussian_std)
+    if name == "gaussian-learned":
+        return GaussianHead(image_shape, None)
+    raise VaelabError(f"unknown likelihood {name!r}: expected one of {', '.join(LIKELIHOODS)}")

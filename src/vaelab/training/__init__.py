@@ -1,0 +1,1 @@
+"""Training: the one trainer, checkpoints, schedules and the run folder."""

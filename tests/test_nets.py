@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from vaelab.errors import VaelabError
+from vaelab.nets import build_decoder, build_encoder
+
+
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("cond", [0, 10])
+def test_shapes_with_leading_sample_dims(net, shape, cond):
+    enc = build_encoder(net, shape, out_dim=8, hidden=(64, 32), cond_dim=cond)
+    dec = build_decoder(net, shape, latent_dim=4, hidden=(64, 32), cond_dim=cond)
+    c = torch.eye(10)[torch.arange(5) % 10] if cond else None
+    assert enc(torch.rand(5, *shape), c).shape == (5, 8)
+    assert dec(torch.randn(5, 4), c).shape == (5, *shape)
+    out = dec(torch.randn(3, 5, 4), c)  # (K, B, D) importance samples
+    assert out.shape == (3, 5, *shape)
+
+
+def test_mlp_default_is_the_pytorch_example():
+    enc = build_encoder("mlp", (1, 28, 28), out_dim=40)
+    sizes = [
+        (m.in_features, m.out_features) for m in enc.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert sizes == [(784, 400), (400, 40)]
+
+
+def test_conv_is_the_tensorflow_tutorial():
+    enc = build_encoder("conv", (1, 28, 28), out_dim=4)
+    dec = build_decoder("conv", (1, 28, 28), latent_dim=2)
+    convs = [m.out_channels for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    deconvs = [m.out_channels for m in dec.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert convs == [32, 64] and deconvs == [64, 32, 1]
+    assert dec.dense[0].out_features == 7 * 7 * 32
+
+
+def test_condition_changes_the_output():
+    torch.manual_seed(0)
+    dec = build_decoder("mlp", (1, 4, 4), latent_dim=2, hidden=(8,), cond_dim=3)
+    z = torch.zeros(1, 2)
+    a, b = dec(z, torch.tensor([[1.0, 0, 0]])), dec(z, torch.tensor([[0, 1.0, 0]]))
+    assert not torch.allclose(a, b)
+
+
+def test_bad_net_and_shape():
+    with pytest.raises(VaelabError, match="unknown net 'resnet'"):
+        build_encoder("resnet", (1, 28, 28), 4)
+    with pytest.raises(VaelabError, match="divisible by 4"):
+        build_decoder("conv", (1, 30, 30), 2)
