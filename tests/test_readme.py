@@ -1,0 +1,47 @@
+"""The README's commands and its Python example run as written (with small budgets)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+from vaelab.cli import main
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def cli_lines() -> list[list[str]]:
+    """Every `vaelab ...` line of the README's command-line section, comments dropped."""
+    lines = [line.split("#")[0].strip() for block in blocks("") for line in block.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("vaelab ")]
+
+
+def test_python_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (code,) = blocks("python")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["images"].shape == (16, 1, 28, 28)
+    assert (tmp_path / "runs/api-example/report.html").is_file()
+
+
+@pytest.mark.slow
+def test_command_line_examples_run(tmp_path, monkeypatch):
+    if not (SHARED_DATA / "fashion-mnist").is_dir():
+        pytest.skip("../shared/data is not beside the repository")
+    monkeypatch.chdir(tmp_path)
+    commands = cli_lines()
+    assert len(commands) >= 6
+    for argv in commands:
+        argv = [a.replace("../shared/data", str(SHARED_DATA)) for a in argv]
+        if argv[0] == "train":  # the README's budgets, cut to a few steps
+            argv += ["--max-steps", "60" if "--resume" in argv else "30"]
+        assert main([*argv, "--quiet"]) == 0, argv
+    assert (tmp_path / "samples.png").is_file()
+    assert (tmp_path / "runs/vae2/report.html").is_file()
