@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 OUT    ?= runs/demo
+LINTED := $(wildcard src tests benchmarks)
 
 .PHONY: demo test test-fast lint format bench clean
 
@@ -25,19 +26,19 @@ demo: $(VENV)/.installed
 	@echo "open $(OUT)/report.html"
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check $(LINTED)
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

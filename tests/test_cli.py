@@ -6,6 +6,7 @@ import re
 import pytest
 
 from vaelab.cli import main
+from vaelab.models import MODELS
 
 FAST = ["--hidden", "32", "--latent-dim", "2", "--quiet", "--batch-size", "256"]
 FIGURES = ("reconstructions", "samples", "latent_scatter", "loss_curves", "manifold")
@@ -106,3 +107,23 @@ def test_datasets_lists_every_name(capsys):
     for name in ("mnist-sample", "mnist", "fashion-mnist", "kmnist"):
         assert re.search(rf"^{re.escape(name)}\s", out, re.M), name
     assert "shipped with vaelab" in out
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+def test_every_model_trains_and_reports_on_both_nets(model, net, tmp_path):
+    out = tmp_path / model
+    argv = ["train", model, "--net", net, "--max-steps", "3", "--out", str(out), *FAST]
+    assert main(argv) == 0
+    html = (out / "report.html").read_text()
+    for name in ("reconstructions", "samples", "latent_scatter"):
+        assert (out / "figures" / f"{name}.png").is_file()
+    if getattr(MODELS[model], "conditional", False):
+        assert "Class grid" in html and "Style transfer" in html
+        assert main(["sample", str(out), "--label", "3", "--n", "4", "--quiet",
+                     "--out", str(tmp_path / "three.png")]) == 0  # fmt: skip
+
+
+def test_label_only_for_conditional_models(trained_run, tmp_path, capsys):
+    assert main(["sample", str(trained_run), "--label", "3", "--out", str(tmp_path / "s.png")]) == 2
+    assert "--label needs a conditional model" in one_error_line(capsys)

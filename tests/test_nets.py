@@ -48,3 +48,9 @@ def test_bad_net_and_shape():
         build_encoder("resnet", (1, 28, 28), 4)
     with pytest.raises(VaelabError, match="divisible by 4"):
         build_decoder("conv", (1, 30, 30), 2)
+
+
+def test_tanh_activation_for_the_iwae_paper_nets():
+    enc = build_encoder("mlp", (1, 28, 28), out_dim=100, hidden=(200, 200), activation="tanh")
+    kinds = [type(m).__name__ for m in enc.net]
+    assert kinds == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]

@@ -45,6 +45,10 @@ def _parse_text(text: str, tp: Any) -> Any:
     args = typing.get_args(tp)
     if type(None) in args and text.lower() in ("none", "null", ""):
         return None
+    if tp is bool:
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+            text.lower(), text
+        )
     if typing.get_origin(tp) is tuple or any(typing.get_origin(a) is tuple for a in args):
         return [int(v) for v in text.replace(" ", "").split(",") if v]
     for cast in (int, float):
@@ -173,11 +177,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise VaelabError(f"--n is {args.n}: expected a positive number of samples")
-    _, model = load_run(args.run)
-    images = model.generate(args.n, generator=torch.Generator().manual_seed(args.seed))
+    config, model = load_run(args.run)
+    labels = sample_labels(model, args.n, args.label, config.model)
+    images = model.generate(args.n, labels, torch.Generator().manual_seed(args.seed))
     nrow = max(1, round(args.n**0.5))
     path = save_figure(image_grid(images, nrow=nrow), args.out)
     _say(args, f"wrote {args.n} samples to {path}")
+    return 0
+
+
+def sample_labels(model, n: int, label: int | None, model_name: str):
+    """The labels a conditional model decodes under: --label, or every class in turn."""
+    import torch
+
+    classes = model.config.num_classes if model.conditional else 0
+    if label is None:
+        return torch.arange(n) % classes if classes else None
+    if not classes:
+        raise VaelabError(f"--label needs a conditional model (cvae); this run is a {model_name}")
+    if not 0 <= label < classes:
+        raise VaelabError(f"--label is {label}: expected a class from 0 to {classes - 1}")
+    return torch.full((n,), label)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vaelab.evaluation.run_eval import EVAL_FILE, evaluate_run
+    from vaelab.viz.run_report import write_run_report
+
+    result = evaluate_run(args.run, k=args.k, split=args.split, limit=args.limit)
+    for key, value in result.items():
+        if not isinstance(value, list):
+            _say(args, f"{key:<28} {value:.4g}" if isinstance(value, float) else
+                 f"{key:<28} {value}")  # fmt: skip
+    report = write_run_report(Path(args.run))
+    _say(args, f"wrote {Path(args.run) / EVAL_FILE} and {report}")
     return 0
 
 
@@ -222,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     for flag, (section, tp) in _option_table().items():
-        p.add_argument(f"--{flag}", help=f"{section}: {type_name(tp)}")
+        switch = {"nargs": "?", "const": "true"} if tp is bool else {}  # --flag means true
+        p.add_argument(f"--{flag}", help=f"{section}: {type_name(tp)}", **switch)
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
@@ -230,9 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, help="conditional models: the class to draw")
     p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="likelihood bounds, diagnostics and probes -> eval.json")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--k", type=int, default=5000, help="importance samples (default 5000)")
+    p.add_argument("--split", default="test", help="test (default) or train")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="(re)write a run's figures and report.html")
     p.add_argument("run", metavar="RUN")

@@ -34,6 +34,11 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
+def log_mean_exp(t: Tensor, dim: int = 0) -> Tensor:
+    """log(mean(exp(t))) along dim, stable: the IWAE bound of log importance weights."""
+    return torch.logsumexp(t, dim=dim) - math.log(t.shape[dim])
+
+
 def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     """Elementwise log N(x; mean, exp(logvar))."""
     return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar))

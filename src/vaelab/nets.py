@@ -16,16 +16,17 @@ from torch import Tensor, nn
 from vaelab.errors import VaelabError
 
 NETS = ("mlp", "conv")
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # tanh: the IWAE paper's nets
 ImageShape = tuple[int, int, int]
 
 
-def mlp(sizes: Sequence[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers with an activation between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
@@ -34,23 +35,22 @@ def _with_condition(h: Tensor, c: Tensor | None) -> Tensor:
 
 
 class MLPEncoder(nn.Module):
-    def __init__(
-        self, image_shape: ImageShape, out_dim: int, hidden: Sequence[int], cond_dim: int = 0
-    ):
+    def __init__(self, image_shape: ImageShape, out_dim: int, hidden: Sequence[int],
+                 cond_dim: int = 0, activation: str = "relu"):  # fmt: skip
         super().__init__()
-        self.net = mlp([math.prod(image_shape) + cond_dim, *hidden, out_dim])
+        self.net = mlp([math.prod(image_shape) + cond_dim, *hidden, out_dim], activation)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         return self.net(_with_condition(x.flatten(1), c))
 
 
 class MLPDecoder(nn.Module):
-    def __init__(
-        self, image_shape: ImageShape, latent_dim: int, hidden: Sequence[int], cond_dim: int = 0
-    ):
+    def __init__(self, image_shape: ImageShape, latent_dim: int, hidden: Sequence[int],
+                 cond_dim: int = 0, activation: str = "relu"):  # fmt: skip
         super().__init__()
         self.image_shape = tuple(image_shape)
-        self.net = mlp([latent_dim + cond_dim, *reversed(hidden), math.prod(image_shape)])
+        sizes = [latent_dim + cond_dim, *reversed(hidden), math.prod(image_shape)]
+        self.net = mlp(sizes, activation)
 
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         out = self.net(_with_condition(z, c))
@@ -120,11 +120,13 @@ def build_encoder(
     out_dim: int,
     hidden: Sequence[int] = (400,),
     cond_dim: int = 0,
+    activation: str = "relu",
 ) -> nn.Module:
-    """An encoder x [B, C, H, W] (+ c) -> [B, out_dim]; `hidden` applies to the MLP only."""
+    """An encoder x [B, C, H, W] (+ c) -> [B, out_dim]; `hidden` and `activation` apply to
+    the MLP only (the conv net is the tutorial's, with ReLU)."""
     _check_net(net)
     if net == "mlp":
-        return MLPEncoder(image_shape, out_dim, hidden, cond_dim)
+        return MLPEncoder(image_shape, out_dim, hidden, cond_dim, activation)
     return ConvEncoder(image_shape, out_dim, cond_dim)
 
 
@@ -134,9 +136,10 @@ def build_decoder(
     latent_dim: int,
     hidden: Sequence[int] = (400,),
     cond_dim: int = 0,
+    activation: str = "relu",
 ) -> nn.Module:
     """A decoder z [..., latent] (+ c) -> raw outputs [..., C, H, W]."""
     _check_net(net)
     if net == "mlp":
-        return MLPDecoder(image_shape, latent_dim, hidden, cond_dim)
+        return MLPDecoder(image_shape, latent_dim, hidden, cond_dim, activation)
     return ConvDecoder(image_shape, latent_dim, cond_dim)

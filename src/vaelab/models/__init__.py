@@ -1,6 +1,6 @@
 """The models, one file each; importing a model module registers it."""
 
-from vaelab.models import vae  # noqa: F401  (registers "vae")
+from vaelab.models import aae, ae, beta_vae, cvae, iwae, vae  # noqa: F401  (each registers itself)
 from vaelab.models.base import (
     MODELS,
     Batch,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from vaelab.distributions import LIKELIHOODS, make_likelihood
 from vaelab.errors import VaelabError
-from vaelab.nets import NETS, build_decoder, build_encoder
+from vaelab.nets import ACTIVATIONS, NETS, build_decoder, build_encoder
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ModelConfig:
     latent_dim: int = 20
     net: str = "mlp"
     hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"  # of the MLP: relu, or tanh as in the IWAE paper
     likelihood: str = "bernoulli"
     gaussian_std: float = 0.1
     num_classes: int = 0  # > 0 only for conditional models
@@ -42,6 +43,7 @@ class ModelConfig:
             (self.latent_dim > 0, "latent_dim", "a positive integer"),
             (self.net in NETS, "net", f"one of {', '.join(NETS)}"),
             (all(h > 0 for h in self.hidden), "hidden", "positive layer sizes"),
+            (self.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}"),
             (self.likelihood in LIKELIHOODS, "likelihood", f"one of {', '.join(LIKELIHOODS)}"),
             (self.gaussian_std > 0, "gaussian_std", "a positive number"),
             (self.num_classes >= 0, "num_classes", "zero or a positive integer"),
@@ -111,14 +113,17 @@ class Model(nn.Module):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     stochastic: ClassVar[bool] = True  # False for the plain autoencoder
+    conditional: ClassVar[bool] = False  # True: encoder and decoder take the label
+    loss_name: ClassVar[str] = "loss"  # what the `loss` metric is, for reports
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
         self.config = config
         shape, cond = tuple(config.image_shape), config.num_classes
-        self.encoder = build_encoder(config.net, shape, self.encoder_out_dim(), config.hidden, cond)
-        self.decoder = build_decoder(config.net, shape, config.latent_dim, config.hidden, cond)
+        net, hidden, act = config.net, config.hidden, config.activation
+        self.encoder = build_encoder(net, shape, self.encoder_out_dim(), hidden, cond, act)
+        self.decoder = build_decoder(net, shape, config.latent_dim, hidden, cond, act)
         self.likelihood = make_likelihood(config.likelihood, shape, config.gaussian_std)
 
     def encoder_out_dim(self) -> int:

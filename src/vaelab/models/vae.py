@@ -1,7 +1,8 @@
-"""The variational autoencoder (Kingma & Welling 2014) with a KL weight (Higgins et al. 2017).
+"""The variational autoencoder (Kingma & Welling 2014).
 
 loss = -E_q[log p(x|z)] + beta * KL(q(z|x) || N(0, I)), one reparameterized sample per image.
-With beta = 1 the loss is the negative ELBO, an upper bound on -log p(x).
+With beta = 1 the loss is the negative ELBO, an upper bound on -log p(x). Variants override one
+hook: beta-VAE `kl_term`, IWAE the bound in `loss`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaelab.distributions import DiagonalGaussian
+from vaelab.distributions import DiagonalGaussian, standard_normal_log_prob
 from vaelab.errors import VaelabError
 from vaelab.models.base import Batch, LossOutput, Model, ModelConfig, StepContext, register
 
@@ -28,21 +29,22 @@ class VAEConfig(ModelConfig):
 @register("vae")
 class VAE(Model):
     config_class = VAEConfig
+    loss_name = "negative ELBO"
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
         mean, logvar = self.encoder(x, self.condition(y)).chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
-    def kl_weight(self, ctx: StepContext) -> float:
-        """The hook beta-VAE variants override; the warm-up multiplies it."""
-        return self.config.beta * ctx.kl_warmup
+    def kl_term(self, kl: Tensor, ctx: StepContext) -> Tensor:
+        """The KL part of the loss from per-image KLs (B,); warm-up multiplies the weight."""
+        return self.config.beta * ctx.kl_warmup * kl.mean()
 
     def loss(self, phase: str, batch: Batch, ctx: StepContext) -> LossOutput:
         q = self.encode(batch.x, batch.y)
         z = q.rsample()  # (B, D)
         recon = -self.decode(z, batch.y).log_prob(batch.x)  # (B,)
         kl = q.kl_to_standard_normal()  # (B,)
-        loss = (recon + self.kl_weight(ctx) * kl).mean()
+        loss = recon.mean() + self.kl_term(kl, ctx)
         metrics = {
             "loss": loss,
             "recon": recon.mean(),
@@ -50,3 +52,13 @@ class VAE(Model):
             "neg_elbo": (recon + kl).mean(),
         }
         return LossOutput(loss, {k: v.detach() for k, v in metrics.items()})
+
+    def log_weights(self, x: Tensor, y: Tensor | None, k: int, kl_weight: float = 1.0) -> Tensor:
+        """log w = log p(x|z) + log p(z) - log q(z|x) for k samples z ~ q(z|x): shape (K, B).
+
+        kl_weight < 1 scales the prior/posterior part (KL warm-up for the IWAE).
+        """
+        q = self.encode(x, y)
+        z = q.rsample((k,))  # (K, B, D)
+        log_px = self.decode(z, y).log_prob(x)  # (K, B)
+        return log_px + kl_weight * (standard_normal_log_prob(z) - q.log_prob(z))

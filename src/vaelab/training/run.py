@@ -17,6 +17,7 @@ from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
 from vaelab.models import Model, ModelConfig, build_model, get_model_class
 from vaelab.training.checkpoint import load_weights, read_json
+from vaelab.training.schedules import LR_SCHEDULES
 
 CONFIG_FILE = "config.json"
 
@@ -46,6 +47,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "burda": the IWAE paper's 3^i-epoch stages
     seed: int = 0
     grad_clip: float | None = None  # max global gradient norm per phase; None: no clipping
     kl_warmup_epochs: float = 0.0
@@ -64,6 +66,9 @@ class TrainConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise VaelabError(f"{name} is {getattr(self, name)!r}: expected {expected}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise VaelabError(f"lr_schedule is {self.lr_schedule!r}: expected one of "
+                              f"{', '.join(LR_SCHEDULES)}")  # fmt: skip
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise VaelabError(f"device is {self.device!r} but no CUDA GPU is available")
 

@@ -17,3 +17,21 @@ def derived_seed(seed: int, *parts: int) -> int:
         h = (h * 6364136223846793005 + 1442695040888963407 + p) & 0xFFFFFFFFFFFFFFFF
         h ^= h >> 29
     return h & 0x7FFFFFFFFFFFFFFF
+
+
+LR_SCHEDULES = ("constant", "burda")
+
+
+def lr_factor(schedule: str, epoch: int) -> float:
+    """The learning rate's multiplier in `epoch` (0-based).
+
+    burda: the IWAE paper's schedule (Burda et al. 2016, Sec. 5): stage i = 0..7 lasts 3^i
+    epochs at lr * 10^(-i/7), 3,280 epochs in all; a longer run stays in the last stage.
+    """
+    if schedule == "constant":
+        return 1.0
+    stage, end = 0, 1
+    while epoch >= end and stage < 7:
+        stage += 1
+        end += 3**stage
+    return 10 ** (-stage / 7)

@@ -23,7 +23,7 @@ from vaelab.models import Batch, Model, StepContext, build_model
 from vaelab.training import checkpoint
 from vaelab.training.events import EventWriter
 from vaelab.training.run import CONFIG_FILE, RunConfig, read_config, write_config
-from vaelab.training.schedules import derived_seed, kl_warmup
+from vaelab.training.schedules import derived_seed, kl_warmup, lr_factor
 
 METRICS_FILE = "metrics.jsonl"
 PERM, BINARIZE = 0, 1  # purposes of derived seeds
@@ -78,6 +78,7 @@ class Trainer:
             self.device
         )
         self.test_y = None if data.test_labels is None else data.test_labels.to(self.device)
+        self.class_names = data.class_names
         self.state = TrainState(history=[])
         self.bin_gen = torch.Generator(self.device)
 
@@ -108,7 +109,7 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # -- one step ----------------------------------------------------------------------------
-    def train_step(self, batch: Batch, ctx: StepContext, sums: dict) -> bool:
+    def train_step(self, batch: Batch, ctx: StepContext, sums: dict, counts: dict) -> bool:
         """Run every phase on the batch; a phase with a non-finite loss or gradient is skipped."""
         all_ok = True
         for phase in self.phases:
@@ -127,9 +128,9 @@ class Trainer:
                 all_ok = False
                 continue
             opt.step()
-            for key, value in out.metrics.items():
-                name = key if len(self.phases) == 1 else f"{phase.name}_{key}"
-                sums[name] = sums.get(name, 0.0) + value * len(batch.x)
+            for key, value in out.metrics.items():  # names are unique across phases
+                sums[key] = sums.get(key, 0.0) + value * len(batch.x)
+                counts[key] = counts.get(key, 0) + len(batch.x)
         return all_ok
 
     def note_step(self, ok: bool) -> None:
@@ -151,6 +152,12 @@ class Trainer:
             for i in epoch_batches(len(self.train_x), self.config.train.batch_size, gen)
         ]
 
+    def set_learning_rates(self, epoch: int) -> None:
+        factor = lr_factor(self.config.train.lr_schedule, epoch)
+        for phase in self.phases:
+            for group in self.optimizers[phase.name].param_groups:
+                group["lr"] = self.config.train.lr * phase.lr_scale * factor
+
     def batch(self, idx: torch.Tensor) -> Batch:
         x = binarize(self.train_x[idx], self.binarization, self.bin_gen)
         return Batch(x, None if self.train_y is None else self.train_y[idx])
@@ -160,8 +167,10 @@ class Trainer:
         s, cfg = self.state, self.config.train
         if s.step_in_epoch == 0:
             self.bin_gen.manual_seed(derived_seed(cfg.seed, BINARIZE, s.epoch))
+        self.set_learning_rates(s.epoch)
         order = self.epoch_order(s.epoch)
-        sums: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device: read once, at the epoch's end
+        counts: dict[str, int] = {}  # images behind each sum (skipped steps add none)
         seen, start = 0, time.perf_counter()
         bar = tqdm(
             total=len(order),
@@ -177,7 +186,7 @@ class Trainer:
                 bar.close()
                 return None
             ctx = StepContext(s.step, s.epoch, kl_warmup(s.step, len(order), cfg.kl_warmup_epochs))
-            ok = self.train_step(self.batch(idx), ctx, sums)
+            ok = self.train_step(self.batch(idx), ctx, sums, counts)
             s.step, s.step_in_epoch, seen = s.step + 1, s.step_in_epoch + 1, seen + len(idx)
             self.note_step(ok)
             bar.update()
@@ -185,7 +194,7 @@ class Trainer:
         seconds = time.perf_counter() - start
         s.epoch, s.step_in_epoch = s.epoch + 1, 0
         record = {"epoch": s.epoch, "step": s.step, "train/samples_per_s": seen / seconds}
-        record.update({f"train/{k}": float(v) / max(seen, 1) for k, v in sums.items()})
+        record.update({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
         record.update({f"test/{k}": v for k, v in self.evaluate().items()})
         return record
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from vaelab.data import binarize_fixed, load_dataset
+from vaelab.evaluation.run_eval import EVAL_FILE
 from vaelab.models import Model
 from vaelab.training.run import RunConfig, load_run, read_config
 from vaelab.training.trainer import METRICS_FILE
@@ -25,11 +26,11 @@ from vaelab.viz.report import Section, write_report
 MANIFOLD_SIZE = 20
 
 
-def objective_name(config: RunConfig, binarization: str) -> str:
+def objective_name(model: Model, binarization: str) -> str:
     """What the loss is: a bound on -log p(x) only where p(x|z) is a likelihood of the data."""
-    if config.model_config.likelihood == "bernoulli" and binarization == "none":
-        return "BCE loss + KL (grayscale pixels: not a likelihood bound)"
-    return "negative ELBO, nats per image"
+    if model.config.likelihood == "bernoulli" and binarization == "none":
+        return f"{model.loss_name} with BCE on grayscale pixels (not a likelihood bound)"
+    return f"{model.loss_name}, nats per image"
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -39,10 +40,32 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_set(config: RunConfig, binarization: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def test_set(config: RunConfig, binarization: str):
+    """The run's test images (binarized as in training), labels and class names."""
     data = load_dataset(config.data.dataset, config.data.data_dir)
     x = binarize_fixed(data.test_images, binarization, config.data.test_seed)
-    return x, data.test_labels
+    return x, data.test_labels, data.class_names
+
+
+@torch.no_grad()
+def conditional_figures(model: Model, x: torch.Tensor, y: torch.Tensor) -> dict[str, object]:
+    """Class-by-style grid (rows: labels, columns: one z each) and style transfer."""
+    classes = model.config.num_classes
+    z = model.sample_prior(10, torch.Generator().manual_seed(1))  # (10, D): one style a column
+    labels = torch.arange(classes).repeat_interleave(10)  # (classes * 10,)
+    grid = model.decode(z.repeat(classes, 1), labels).mean
+    style = model.encode(x[:8], y[:8]).mean  # (8, D): the styles of 8 test digits
+    rows = [torch.cat([x[i : i + 1], model.decode(style[i].expand(classes, -1),
+                                                  torch.arange(classes)).mean])
+            for i in range(len(style))]  # fmt: skip
+    return {
+        "class_grid": image_grid(grid, nrow=10, title="Rows: the label; columns: one z each"),
+        "style_transfer": image_grid(
+            torch.cat(rows),
+            nrow=classes + 1,
+            title="A test digit (left), its style decoded under every label",
+        ),  # fmt: skip
+    }
 
 
 @torch.no_grad()
@@ -51,7 +74,7 @@ def run_figures(
 ) -> dict[str, object]:
     """name -> Figure for every figure that applies to this model."""
     model.eval()
-    cond = y if model.config.num_classes else None
+    cond = y if model.conditional else None
     gen = torch.Generator().manual_seed(0)
     prior_y = None if cond is None else torch.arange(64) % model.config.num_classes
     figs = {
@@ -75,6 +98,8 @@ def run_figures(
         figs["manifold"] = manifold_figure(
             decoded, MANIFOLD_SIZE, grid, title="The 2-D latent manifold at Normal quantiles"
         )
+    if cond is not None:
+        figs.update(conditional_figures(model, x, cond))
     return figs
 
 
@@ -84,10 +109,14 @@ CAPTIONS = {
     "latent_scatter": "Where the test images land in latent space, coloured by label.",
     "loss_curves": "Per-epoch training (solid) and test (dashed) losses.",
     "manifold": "The decoder over a 20 x 20 grid of Normal quantiles of z (z2 up, z1 right).",
+    "class_grid": "The same z decoded under every label: the label says which digit, z the style.",
+    "style_transfer": "Each test digit's posterior mean decoded under every label.",
 }
 
 
-def summary_table(config: RunConfig, raw: dict, history: list[dict]) -> dict[str, object]:
+def summary_table(
+    config: RunConfig, raw: dict, history: list[dict], model: Model
+) -> dict[str, object]:
     binarization = raw.get("binarization", config.data.binarization)
     mc = config.model_config
     table = {
@@ -106,9 +135,47 @@ def summary_table(config: RunConfig, raw: dict, history: list[dict]) -> dict[str
     if history:
         last = history[-1]
         table["epochs done"] = last["epoch"]
-        table[f"test {objective_name(config, binarization)}"] = last.get("test/loss")
+        table[f"test {objective_name(model, binarization)}"] = last.get("test/loss")
+        table.update({f"test {k[5:]}": v for k, v in last.items()
+                      if k.startswith("test/") and k != "test/loss"})  # fmt: skip
         table["train images/s (last epoch)"] = round(last["train/samples_per_s"])
     return table
+
+
+EVAL_NAMES = {  # eval.json key -> what the report calls it (nats per image unless said)
+    "neg_elbo": "negative ELBO",
+    "neg_iwae_1": "negative IWAE bound, k=1",
+    "neg_iwae_5": "negative IWAE bound, k=5",
+    "neg_iwae_50": "negative IWAE bound, k=50",
+    "nll": "negative log-likelihood (importance sampled)",
+    "nll_se": "its standard error over images",
+    "bits_per_dim": "bits per dimension",
+    "recon": "reconstruction -log p(x|z = posterior mean)",
+    "bce_neg_elbo": "BCE loss + KL (grayscale: not a likelihood bound)",
+    "bce_recon": "reconstruction BCE loss (grayscale: not a likelihood)",
+    "active_units": "active units (Cov_x E[z_u] > 0.01)",
+    "linear_probe_accuracy": "linear-probe accuracy of posterior means",
+    "knn_accuracy": "5-NN accuracy of posterior means",
+    "classifier_test_accuracy": "reference classifier on real test images",
+    "prior_sample_confidence": "reference classifier's confidence on prior samples",
+    "conditional_sample_accuracy": "reference classifier on conditional samples",
+    "is_seconds": "seconds for the importance-sampled estimate",
+}
+
+
+def eval_section(run_dir: Path) -> Section | None:
+    """The numbers of `vaelab eval`, if it has run."""
+    path = run_dir / EVAL_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    table = {EVAL_NAMES.get(k, k.replace("_", " ")): v for k, v in result.items()
+             if not isinstance(v, list)}  # fmt: skip
+    if "kl_per_dim" in result:
+        table["KL per latent dimension"] = ", ".join(f"{v:.2f}" for v in result["kl_per_dim"])
+    text = (f"Computed by vaelab eval on the {result['split']} split with k={result['k']} "
+            "importance samples.")  # fmt: skip
+    return Section("Evaluation", text, table=table)
 
 
 def write_run_report(run_dir: str | Path, trainer=None) -> Path:
@@ -117,19 +184,19 @@ def write_run_report(run_dir: str | Path, trainer=None) -> Path:
     config, raw = read_config(run_dir)
     binarization = raw.get("binarization", config.data.binarization)
     if trainer is not None:
-        model, x, y = trainer.model, trainer.test_x.cpu(), trainer.test_y
-        model = model.cpu()
+        model, x, y = trainer.model.cpu(), trainer.test_x.cpu(), trainer.test_y
+        class_names = trainer.class_names
     else:
         _, model = load_run(run_dir)
-        x, y = test_set(config, binarization)
+        x, y, class_names = test_set(config, binarization)
     y = None if y is None else y.cpu()
     history = read_history(run_dir)
-    figures = run_figures(model, x, y, history, None)
+    figures = run_figures(model, x, y, history, class_names)
     sections = [
         Section(
             "Summary",
             "What was trained, on what, and how well.",
-            table=summary_table(config, raw, history),
+            table=summary_table(config, raw, history, model),
         )
     ]
     for name, fig in figures.items():
@@ -141,6 +208,9 @@ def write_run_report(run_dir: str | Path, trainer=None) -> Path:
                 figures=[(CAPTIONS[name], path)],
             )
         )
+    evaluation = eval_section(run_dir)
+    if evaluation is not None:
+        sections.insert(1, evaluation)
     sections.append(
         Section(
             "Configuration",

@@ -1,0 +1,224 @@
+"""The adversarial autoencoder (Makhzani et al. 2015, "Adversarial Autoencoders").
+
+A deterministic autoencoder whose codes z = f(x) are pushed towards a chosen prior p(z) by a GAN
+on the latent space (Section 2). Every batch runs three phases:
+  1. reconstruction: encoder and decoder minimise -log p(x|z);
+  2. discriminator: D learns to tell prior samples (target 1) from codes (target 0);
+  3. generator: the encoder learns to make D take its codes for prior samples.
+The label-aware variant (Section 2.3, Figure 4) also feeds D the one-hot label and draws the
+prior sample for an image of class c from the prior's part c (a mixture component, a stretch of
+the swiss roll), so each class settles in its own part of the latent space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vaelab.distributions import PointMass
+from vaelab.errors import VaelabError
+from vaelab.models.base import (
+    Batch,
+    LossOutput,
+    Model,
+    ModelConfig,
+    Phase,
+    StepContext,
+    register,
+)
+from vaelab.nets import mlp
+
+
+class Prior:
+    """p(z) made of `parts` parts (one for the normal prior); row i of a sample comes from part
+    y[i], or from a part drawn uniformly when y is None."""
+
+    def __init__(self, dim: int, parts: int):
+        self.dim, self.parts = dim, parts
+
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """z [n, dim] on `device` (y's device when y is given; the generator must live there)."""
+        device = y.device if y is not None else device
+        if y is None:
+            y = torch.randint(self.parts, (n,), generator=generator, device=device)
+        return self.sample_parts(y, generator)
+
+    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+
+class NormalPrior(Prior):
+    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        return torch.randn(len(y), self.dim, generator=generator, device=y.device)
+
+
+class MixturePrior(Prior):
+    """`parts` 2-D Gaussians with means on a circle, stretched along the radius (Figure 4)."""
+
+    radius, radial_std, tangential_std = 4.0, 0.5, 0.25
+
+    def means(self) -> Tensor:
+        angle = 2 * math.pi * torch.arange(self.parts) / self.parts
+        return self.radius * torch.stack([angle.cos(), angle.sin()], dim=1)  # (parts, 2)
+
+    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        eps = torch.randn(len(y), 2, generator=generator, device=y.device)
+        angle = 2 * math.pi * y / self.parts
+        outward = torch.stack([angle.cos(), angle.sin()], dim=1)  # (n, 2) unit radial vectors
+        along = torch.stack([-angle.sin(), angle.cos()], dim=1)  # (n, 2) unit tangents
+        r = self.radius + self.radial_std * eps[:, :1]
+        return r * outward + self.tangential_std * eps[:, 1:] * along
+
+
+class SwissRollPrior(Prior):
+    """A 2-D swiss roll: t ~ U(0, 1) at radius scale*sqrt(t) and angle turns*2pi*sqrt(t) (sqrt
+    spreads the points evenly along the roll), plus a little noise; part c is t in [c, c+1)/parts,
+    so the parts follow one another from the centre outwards."""
+
+    scale, turns, noise_std = 4.0, 2.0, 0.1
+
+    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        u = torch.rand(len(y), generator=generator, device=y.device)
+        s = ((y + u) / self.parts).sqrt()  # (n,) in [0, 1), increasing with the part
+        angle = 2 * math.pi * self.turns * s
+        roll = self.scale * s[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
+        eps = torch.randn(len(y), 2, generator=generator, device=y.device)
+        return roll + self.noise_std * eps
+
+
+PRIORS: dict[str, type[Prior]] = {
+    "normal": NormalPrior,
+    "mixture": MixturePrior,
+    "swiss-roll": SwissRollPrior,
+}
+
+
+@dataclass
+class AAEConfig(ModelConfig):
+    prior: str = "normal"  # one of PRIORS
+    label_prior: bool = False  # D sees the one-hot label; class c's prior sample comes from part c
+    prior_classes: int = 10  # mixture components / swiss-roll parts (and D's one-hot size)
+    disc_hidden: tuple[int, ...] = (256, 256)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.prior not in PRIORS:
+            raise VaelabError(f"model prior is {self.prior!r}: expected one of {', '.join(PRIORS)}")
+        if self.prior != "normal" and self.latent_dim != 2:
+            raise VaelabError(
+                f"model latent_dim is {self.latent_dim}: the {self.prior} prior is 2-D, so it "
+                "needs latent_dim 2"
+            )
+        if self.prior_classes < 1:
+            raise VaelabError(f"model prior_classes is {self.prior_classes}: expected >= 1")
+        if self.label_prior and self.prior == "normal":
+            raise VaelabError(
+                "model label_prior needs a prior with one part per class (mixture or "
+                "swiss-roll), but prior is 'normal'"
+            )
+        if not all(h > 0 for h in self.disc_hidden):
+            raise VaelabError(f"model disc_hidden is {self.disc_hidden!r}: expected positive sizes")
+
+
+@register("aae")
+class AAE(Model):
+    config_class = AAEConfig
+    stochastic = False  # a deterministic encoder, as in the paper's main experiments
+    conditional = False  # encoder and decoder take no label; only the label-aware prior needs y
+    loss_name = "reconstruction loss -log p(x|z)"
+
+    def __init__(self, config: AAEConfig):
+        super().__init__(config)
+        self.prior = PRIORS[config.prior](config.latent_dim, config.prior_classes)
+        label_dim = config.prior_classes if config.label_prior else 0
+        self.discriminator = mlp([config.latent_dim + label_dim, *config.disc_hidden, 1])
+
+    def encoder_out_dim(self) -> int:
+        return self.config.latent_dim  # a code, no variance
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> PointMass:
+        return PointMass(self.encoder(x, self.condition(y)))
+
+    def phases(self) -> list[Phase]:
+        # With Adam at the default lr 1e-3 the latent GAN oscillates: D wins, the encoder jumps,
+        # and the codes swing around the prior. At a tenth of that (1e-4, the paper's
+        # adversarial rate on MNIST) D and the encoder move slowly enough to track each other,
+        # while the reconstruction keeps the full rate and shapes the code much faster.
+        autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
+        return [
+            Phase("reconstruction", [*autoencoder, *self.likelihood.parameters()]),
+            Phase("discriminator", list(self.discriminator.parameters()), lr_scale=0.1),
+            Phase("generator", list(self.encoder.parameters()), lr_scale=0.1),
+        ]
+
+    def prior_labels(self, y: Tensor | None) -> Tensor | None:
+        """The labels that pick the prior's parts: y for the label-aware AAE, else None."""
+        if not self.config.label_prior:
+            return None
+        if y is None:
+            raise VaelabError("the label-aware AAE (label_prior) needs class labels")
+        return y
+
+    def discriminate(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """D's logit [B] that z came from the prior (and, label-aware, from y's part)."""
+        if y is not None:
+            onehot = F.one_hot(y, self.config.prior_classes).to(z.dtype)
+            z = torch.cat([z, onehot], dim=-1)
+        return self.discriminator(z).squeeze(-1)
+
+    def adversarial(self, codes: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """D's logits on as many prior samples as codes, and on the codes: ([B], [B])."""
+        prior = self.prior.sample(len(codes), y, device=codes.device)
+        return self.discriminate(prior, y), self.discriminate(codes, y)
+
+    def loss(self, phase: str, batch: Batch, ctx: StepContext) -> LossOutput:
+        y = self.prior_labels(batch.y)
+        if phase == "reconstruction":
+            z = self.encode(batch.x, batch.y).mean  # (B, D)
+            recon = -self.decode(z, batch.y).log_prob(batch.x).mean()
+            return LossOutput(recon, {"loss": recon.detach(), "recon": recon.detach()})
+        if phase == "discriminator":
+            with torch.no_grad():
+                codes = self.encode(batch.x, batch.y).mean
+            real, fake = self.adversarial(codes, y)
+            # The GAN discriminator loss (Goodfellow et al. 2014, eq. 1): one BCE per input,
+            # mean over the batch of each half, so chance (logit 0) is 2 ln 2.
+            loss = bce(real, 1.0) + bce(fake, 0.0)
+            return LossOutput(loss, {"disc_loss": loss.detach(), "disc_acc": accuracy(real, fake)})
+        if phase == "generator":
+            # Non-saturating generator loss: -log D(f(x)), the encoder as the GAN's generator.
+            fake = self.discriminate(self.encode(batch.x, batch.y).mean, y)
+            loss = bce(fake, 1.0)
+            return LossOutput(loss, {"gen_loss": loss.detach()})
+        raise VaelabError(f"model aae has no phase {phase!r}")
+
+    @torch.no_grad()
+    def evaluate(self, batch: Batch) -> dict[str, Tensor]:
+        """Reconstruction loss and D's accuracy on this batch's codes vs as many prior samples."""
+        codes = self.encode(batch.x, batch.y).mean
+        recon = -self.decode(codes, batch.y).log_prob(batch.x).mean()
+        real, fake = self.adversarial(codes, self.prior_labels(batch.y))
+        return {"loss": recon, "recon": recon, "disc_acc": accuracy(real, fake)}
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z); the label-aware prior draws each row's part uniformly."""
+        return self.prior.sample(n, generator=generator, device=next(self.parameters()).device)
+
+
+def bce(logits: Tensor, target: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def accuracy(real: Tensor, fake: Tensor) -> Tensor:
+    """The fraction of the 2B inputs D classifies right (prior: logit > 0, codes: logit < 0)."""
+    return torch.cat([real > 0, fake < 0]).float().mean().detach()

@@ -1,0 +1,27 @@
+import pytest
+
+from vaelab.training.schedules import derived_seed, kl_warmup, lr_factor
+
+
+def test_burda_schedule_stages():
+    # Stage i lasts 3^i epochs at 10^(-i/7): epochs 0 | 1-3 | 4-12 | 13-39 | ... | 1093-3279.
+    starts = [0, 1, 4, 13, 40, 121, 364, 1093]
+    for i, start in enumerate(starts):
+        assert lr_factor("burda", start) == pytest.approx(10 ** (-i / 7))
+        if start:
+            assert lr_factor("burda", start - 1) == pytest.approx(10 ** (-(i - 1) / 7))
+    assert lr_factor("burda", 3279) == lr_factor("burda", 10_000) == pytest.approx(0.1)
+    assert lr_factor("constant", 500) == 1.0
+
+
+def test_kl_warmup_is_linear_in_steps():
+    assert kl_warmup(0, 100, 2) == 0.0
+    assert kl_warmup(100, 100, 2) == 0.5
+    assert kl_warmup(250, 100, 2) == 1.0
+    assert kl_warmup(0, 100, 0) == 1.0
+
+
+def test_derived_seeds_differ_by_purpose_and_epoch():
+    seeds = {derived_seed(0, purpose, epoch) for purpose in (0, 1) for epoch in range(50)}
+    assert len(seeds) == 100
+    assert derived_seed(3, 1, 7) == derived_seed(3, 1, 7)
