@@ -1,0 +1,109 @@
+"""Every model of the family on mnist-sample at the same budget: one table.
+
+    python benchmarks/model_family.py --epochs 20 --latents 2,20
+
+Columns: test reconstruction error -log p(x | z = posterior mean) (nats per image, the same
+measure for every model), test negative ELBO (one sample, analytic KL, beta = 1) and the
+negative IWAE-k bound with k = --k-eval for models with a posterior density, the CVAE's
+conditional-sample accuracy by a CNN classifier, and the AAE discriminator's accuracy on test
+codes vs prior samples. Writes benchmarks/results/model_family.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vaelab.data import load_dataset
+from vaelab.evaluation.classifier import train_classifier
+from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound
+from vaelab.models import MODELS, Batch
+from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.training.trainer import train
+
+MODELS_TO_RUN = [  # (label, registered name, config changes)
+    ("AE", "ae", {}),
+    ("VAE", "vae", {}),
+    ("beta-VAE (beta=4)", "beta-vae", {"beta": 4.0}),
+    ("IWAE k=5", "iwae", {"k": 5}),
+    ("IWAE k=50", "iwae", {"k": 50}),
+    ("CVAE", "cvae", {}),
+    ("AAE (mixture prior)", "aae", {"prior": "mixture"}),
+    ("AAE (normal prior)", "aae", {"prior": "normal"}),
+]
+
+
+def recon_error(model, x, y):
+    cond = y if model.conditional else None
+    return dataset_mean(lambda xb, yb: -model.decode(model.encode(xb, yb).mean, yb).log_prob(xb),
+                        x, cond)  # fmt: skip
+
+
+def evaluate(model, x, y, k_eval, classifier):
+    model.eval()
+    cond = y if model.conditional else None
+    torch.manual_seed(0)
+    row = {"recon": recon_error(model, x, y)}
+    if hasattr(model, "log_weights"):
+        row["neg_elbo"] = -dataset_mean(lambda a, b: elbo(model, a, b), x, cond)
+        row[f"neg_iwae_{k_eval}"] = -dataset_mean(lambda a, b: iwae_bound(model, a, b, k_eval),
+                                                  x, cond)  # fmt: skip
+    if model.conditional:
+        labels = torch.arange(1000) % model.config.num_classes
+        samples = model.generate(1000, labels, torch.Generator().manual_seed(0))
+        row["cond_sample_acc"] = classifier.accuracy(samples, labels)
+    if "disc_acc" in model.evaluate(Batch(x[:1000], y[:1000])):
+        row["disc_acc"] = model.evaluate(Batch(x[:1000], y[:1000]))["disc_acc"].item()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--latents", default="2,20")
+    parser.add_argument("--k-eval", type=int, default=1000)
+    parser.add_argument("--only", help="comma-separated labels of MODELS_TO_RUN to run")
+    parser.add_argument("--out", default="benchmarks/results/model_family.json")
+    args = parser.parse_args()
+    data = load_dataset("mnist-sample")
+    classifier = train_classifier(data.train_images, data.train_labels)
+    results = []
+    for latent in [int(v) for v in args.latents.split(",")]:
+        for label, name, changes in MODELS_TO_RUN:
+            if args.only and label not in args.only.split(","):
+                continue
+            cls = MODELS[name].config_class
+            fields = {"image_shape": data.image_shape, "latent_dim": latent, **changes}
+            if name == "cvae":
+                fields["num_classes"] = 10
+            if changes.get("prior") == "mixture" and latent != 2:
+                continue  # the mixture-on-a-circle prior is 2-D
+            config = RunConfig(model=name, model_config=cls(**fields),
+                               data=DataConfig(dataset="mnist-sample"),
+                               train=TrainConfig(epochs=args.epochs))  # fmt: skip
+            start = time.perf_counter()
+            trainer = train(config, Path(tempfile.mkdtemp()) / "run", quiet=True, data=data)
+            seconds = time.perf_counter() - start
+            row = {"model": label, "latent": latent, "epochs": args.epochs,
+                   "train_seconds": round(seconds, 1)}  # fmt: skip
+            row.update(evaluate(trainer.model, trainer.test_x, trainer.test_y, args.k_eval,
+                                classifier))  # fmt: skip
+            results.append(row)
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                              for k, v in row.items()}), flush=True)  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+               "platform": platform.platform()}  # fmt: skip
+    out.write_text(json.dumps({"machine": machine, "k_eval": args.k_eval, "rows": results},
+                              indent=2) + "\n")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

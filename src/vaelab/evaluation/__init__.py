@@ -1,0 +1,1 @@
+"""Evaluation: likelihood bounds, diagnostics and classifiers that judge generated images."""

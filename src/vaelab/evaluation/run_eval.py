@@ -1,0 +1,122 @@
+"""`vaelab eval RUN`: the literature's numbers for a trained run, written to eval.json.
+
+Likelihoods only where they are likelihoods: a Bernoulli likelihood on grayscale pixels is not a
+density, so its numbers are reported as BCE losses (keys starting with `bce_`), never as NLL.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.data import binarize_fixed, load_dataset
+from vaelab.errors import VaelabError
+from vaelab.evaluation.classifier import reference_classifier
+from vaelab.evaluation.diagnostics import active_units, kl_per_dim, posterior_means
+from vaelab.evaluation.likelihood import elbo, iwae_bound, mean_and_se, per_image
+from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
+from vaelab.fileio import atomic_write_json
+from vaelab.models import Model
+from vaelab.training.run import load_run, read_config
+
+EVAL_FILE = "eval.json"
+BOUND_KS = (1, 5, 50)
+PROBE_TRAIN_IMAGES = 10_000  # enough for a probe, cheap to encode
+
+
+def is_density(model: Model, binarization: str) -> bool:
+    """log p(x|z) is a log-likelihood of the data: binary pixels, or a density on [0, 1]."""
+    return not (model.likelihood.binary_only and binarization == "none")
+
+
+@torch.no_grad()
+def likelihood_numbers(model: Model, x, y, k: int, prefix: str, binary: bool) -> dict[str, Any]:
+    """-ELBO, -L_k for k in BOUND_KS and the k-sample importance-sampled NLL, with errors."""
+    cond = y if model.conditional else None
+    out: dict[str, Any] = {}
+    mean, se = mean_and_se(-per_image(lambda a, b: elbo(model, a, b), x, cond))
+    out[f"{prefix}neg_elbo"], out[f"{prefix}neg_elbo_se"] = mean, se
+    for kk in BOUND_KS:
+        values = -per_image(lambda a, b, kk=kk: iwae_bound(model, a, b, kk), x, cond)
+        out[f"{prefix}neg_iwae_{kk}"] = values.mean().item()
+    start = time.perf_counter()
+    values = -per_image(lambda a, b: iwae_bound(model, a, b, k), x, cond)
+    out["is_seconds"] = time.perf_counter() - start
+    name = "nll" if prefix == "" else f"{prefix}iwae_{k}"
+    out[name], out[f"{name}_se"] = mean_and_se(values)
+    if prefix == "" and binary:  # bits/dim only for a discrete likelihood of binary pixels
+        out["bits_per_dim"] = out["nll"] / (x[0].numel() * math.log(2))
+    return out
+
+
+@torch.no_grad()
+def classifier_numbers(model: Model, data, n: int = 1000) -> dict[str, Any]:
+    """The reference classifier's verdict on generated images."""
+    clf = reference_classifier(data.train_images, data.train_labels, data.name)
+    gen = torch.Generator().manual_seed(0)
+    out = {"classifier_test_accuracy": clf.accuracy(data.test_images.float() / 255,
+                                                    data.test_labels)}  # fmt: skip
+    labels = torch.arange(n) % model.config.num_classes if model.conditional else None
+    probs = clf.predict_proba(model.generate(n, labels, gen))
+    out["prior_sample_confidence"] = probs.max(1).values.mean().item()
+    if labels is not None:
+        out["conditional_sample_accuracy"] = (probs.argmax(1) == labels).float().mean().item()
+    return out
+
+
+def split_data(data, split: str):
+    if split not in ("test", "train"):
+        raise VaelabError(f"--split is {split!r}: expected test or train")
+    return (data.test_images, data.test_labels) if split == "test" else \
+        (data.train_images, data.train_labels)  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test",
+                 limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Evaluate a run on its test (or train) split; write and return eval.json's content."""
+    if k < 1:
+        raise VaelabError(f"--k is {k}: expected at least 1 importance sample")
+    run_dir = Path(run_dir)
+    config, raw = read_config(run_dir)
+    _, model = load_run(run_dir)
+    data = load_dataset(config.data.dataset, config.data.data_dir)
+    binarization = raw.get("binarization", config.data.resolved_binarization(
+        config.model_config.likelihood))  # fmt: skip
+    images, labels = split_data(data, split)
+    images, labels = images[:limit], None if labels is None else labels[:limit]
+    x = binarize_fixed(images, binarization, config.data.test_seed)
+    torch.manual_seed(config.data.test_seed)
+    density = is_density(model, binarization)
+    result: dict[str, Any] = {
+        "split": split,
+        "images": len(x),
+        "k": k,
+        "model": config.model,
+        "binarization": binarization,
+        "likelihood_is_density": density,
+    }
+    cond = labels if model.conditional else None
+    recon = -per_image(lambda a, b: model.decode(model.encode(a, b).mean, b).log_prob(a), x, cond)
+    result["bce_recon" if not density else "recon"] = recon.mean().item()
+    if hasattr(model, "log_weights"):
+        result.update(likelihood_numbers(model, x, labels, k, "" if density else "bce_",
+                                         binarization != "none"))  # fmt: skip
+        kl = kl_per_dim(model, x, labels)
+        result["kl_per_dim"] = kl.tolist()
+    means = posterior_means(model, x, labels)
+    result["active_units"], variance = active_units(means)
+    result["latent_variance_per_dim"] = variance.tolist()
+    if labels is not None and data.train_labels is not None:
+        train_x = binarize_fixed(data.train_images[:PROBE_TRAIN_IMAGES], binarization, 0)
+        train_y = data.train_labels[:PROBE_TRAIN_IMAGES]
+        train_means = posterior_means(model, train_x, train_y)
+        result["linear_probe_accuracy"] = linear_probe_accuracy(train_means, train_y, means, labels)
+        result["knn_accuracy"] = knn_accuracy(train_means, train_y, means, labels)
+        result.update(classifier_numbers(model, data))
+    atomic_write_json(run_dir / EVAL_FILE, result)
+    return result

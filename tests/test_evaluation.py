@@ -1,0 +1,159 @@
+"""Likelihood bounds against a closed form, diagnostics, probes, the reference classifier and
+`vaelab eval` end to end."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+from conftest import tiny_config
+from vaelab.cli import main
+from vaelab.distributions import Gaussian, LikelihoodHead
+from vaelab.evaluation import classifier as clf_module
+from vaelab.evaluation.diagnostics import active_units, posterior_means
+from vaelab.evaluation.likelihood import elbo, iwae_bound
+from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
+from vaelab.models import build_model
+
+
+class LinearGaussianHead(LikelihoodHead):
+    """p(x|z) = N(W z + b, s^2 I): with z ~ N(0, I) this is probabilistic PCA."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.logvar = 2 * math.log(std)
+
+    def forward(self, out):
+        return Gaussian(out, torch.full_like(out, self.logvar))
+
+
+@pytest.fixture
+def ppca():
+    torch.manual_seed(0)
+    config = tiny_config("vae", image_shape=(1, 2, 3), latent_dim=2, hidden=(), net="mlp")
+    model = build_model("vae", config)
+    model.likelihood = LinearGaussianHead(std=0.5)
+    return model.eval()
+
+
+def ppca_log_prob(model, x):
+    lin = model.decoder.net[0]  # the decoder is one Linear layer: x = W z + b + noise
+    cov = lin.weight @ lin.weight.T + 0.25 * torch.eye(lin.weight.shape[0])
+    return D.MultivariateNormal(lin.bias, cov).log_prob(x.flatten(1))
+
+
+def test_importance_sampling_converges_to_the_ppca_closed_form(ppca):
+    torch.manual_seed(1)
+    x = torch.randn(8, 1, 2, 3)
+    exact = ppca_log_prob(ppca, x)
+    estimates = torch.stack([iwae_bound(ppca, x, k=5000) for _ in range(5)])  # (5, B)
+    se = estimates.std(0) / math.sqrt(5) + 1e-3
+    assert ((estimates.mean(0) - exact).abs() < 4 * se + 0.02).all()
+    # The ELBO is below log p(x); the gap is KL(q(z|x) || p(z|x)) >= 0.
+    elbos = torch.stack([elbo(ppca, x) for _ in range(2000)]).mean(0)
+    assert (elbos < exact).all()
+
+
+def test_bounds_are_ordered_on_a_trained_vae(small_data, tmp_path):
+    from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+    from vaelab.training.trainer import train
+
+    config = RunConfig(model="vae", model_config=tiny_config("vae", latent_dim=8, hidden=(128,)),
+                       data=DataConfig(), train=TrainConfig(epochs=5, batch_size=64))  # fmt: skip
+    trainer = train(config, tmp_path / "r", quiet=True, data=small_data)
+    model, x = trainer.model.eval(), trainer.test_x[:64]
+    torch.manual_seed(0)
+    values = [elbo(model, x).mean().item()]
+    values += [iwae_bound(model, x, k=k).mean().item() for k in (5, 50, 2000)]
+    assert values == sorted(values), values
+
+
+def test_active_units_finds_planted_dead_dimensions(small_data):
+    torch.manual_seed(0)
+    model = build_model("vae", tiny_config("vae", latent_dim=6)).eval()
+    last = model.encoder.net[-1]  # outputs (mean, logvar): rows 0-5 are the means
+    with torch.no_grad():
+        last.weight[[1, 4]] = 0.0  # dims 1 and 4: the mean no longer depends on x
+    means = posterior_means(model, small_data.test_images.float() / 255)
+    count, variance = active_units(means * 10)  # scale so the live ones pass 0.01
+    assert count == 4 and variance[1] == 0 and variance[4] == 0
+
+
+def test_probes_on_separable_and_random_labels():
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 3, generator=gen) * 10
+    labels = torch.arange(400) % 4
+    z = centers[labels] + torch.randn(400, 3, generator=gen)
+    assert linear_probe_accuracy(z[:300], labels[:300], z[300:], labels[300:]) == 1.0
+    assert knn_accuracy(z[:300], labels[:300], z[300:], labels[300:]) == 1.0
+    noise = torch.randn(400, 3, generator=gen)
+    assert knn_accuracy(noise[:300], labels[:300], noise[300:], labels[300:]) < 0.45
+
+
+def test_reference_classifier_is_cached_as_safetensors(tmp_path, monkeypatch, small_data):
+    x, y = small_data.train_images[:256], small_data.train_labels[:256]
+    monkeypatch.setattr(clf_module, "REFERENCE_EPOCHS", 1)
+    first = clf_module.reference_classifier(x, y, "tiny", cache_dir=tmp_path)
+    (cached,) = (tmp_path / "classifiers").glob("tiny-*.safetensors")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier should have been used")
+
+    monkeypatch.setattr(clf_module, "train_classifier", no_training)
+    second = clf_module.reference_classifier(x, y, "tiny", cache_dir=tmp_path)
+    probe = small_data.test_images[:32].float() / 255
+    assert torch.equal(first.predict_proba(probe), second.predict_proba(probe))
+    cached.write_bytes(b"not a safetensors file")
+    monkeypatch.undo()
+    monkeypatch.setattr(clf_module, "REFERENCE_EPOCHS", 1)
+    with pytest.warns(UserWarning, match="ignoring the cached classifier"):
+        clf_module.reference_classifier(x, y, "tiny", cache_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def eval_runs(tmp_path_factory):
+    """A binarized VAE run and a grayscale (BCE) one, 2 epochs each."""
+    root = tmp_path_factory.mktemp("eval")
+    common = ["--hidden", "64", "--latent-dim", "4", "--epochs", "2", "--quiet", "--no-report"]
+    assert main(["train", "vae", "--out", str(root / "bin"), *common]) == 0
+    assert main(["train", "vae", "--binarization", "none", "--out", str(root / "gray"),
+                 *common]) == 0  # fmt: skip
+    return root
+
+
+def test_eval_command_writes_the_numbers_and_the_report(eval_runs, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(clf_module, "REFERENCE_EPOCHS", 1)
+    run = eval_runs / "bin"
+    assert main(["eval", str(run), "--k", "100", "--limit", "200", "--quiet"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["images"] == 200 and result["likelihood_is_density"]
+    chain = [result["neg_elbo"], result["neg_iwae_5"], result["neg_iwae_50"], result["nll"]]
+    assert chain == sorted(chain, reverse=True), chain
+    assert result["bits_per_dim"] == pytest.approx(result["nll"] / (784 * math.log(2)))
+    assert len(result["kl_per_dim"]) == 4 and 0 <= result["active_units"] <= 4
+    for key in ("linear_probe_accuracy", "knn_accuracy", "prior_sample_confidence"):
+        assert 0 <= result[key] <= 1
+    html = (run / "report.html").read_text()
+    assert "Evaluation" in html and "importance sampled" in html
+
+
+def test_grayscale_bernoulli_is_reported_as_bce_never_as_nll(eval_runs, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(clf_module, "REFERENCE_EPOCHS", 1)
+    run = eval_runs / "gray"
+    assert main(["eval", str(run), "--k", "20", "--limit", "100", "--quiet"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert not result["likelihood_is_density"]
+    assert "bce_neg_elbo" in result and "bce_iwae_20" in result
+    assert not {"nll", "neg_elbo", "bits_per_dim", "recon"} & set(result)
+    assert "not a likelihood" in (run / "report.html").read_text()
+
+
+def test_eval_bad_input(eval_runs, capsys):
+    assert main(["eval", str(eval_runs / "bin"), "--k", "0"]) == 2
+    assert "--k is 0" in capsys.readouterr().err
+    assert main(["eval", str(eval_runs / "bin"), "--split", "valid"]) == 2
+    assert "--split is 'valid'" in capsys.readouterr().err
