@@ -8,6 +8,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from vaelab.cli import main
+from vaelab.evaluation import classifier
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -36,12 +37,16 @@ def test_command_line_examples_run(tmp_path, monkeypatch):
     if not (SHARED_DATA / "fashion-mnist").is_dir():
         pytest.skip("../shared/data is not beside the repository")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(classifier, "REFERENCE_EPOCHS", 1)
     commands = cli_lines()
     assert len(commands) >= 6
     for argv in commands:
         argv = [a.replace("../shared/data", str(SHARED_DATA)) for a in argv]
         if argv[0] == "train":  # the README's budgets, cut to a few steps
             argv += ["--max-steps", "60" if "--resume" in argv else "30"]
+        if argv[0] == "eval":
+            argv += ["--limit", "50", "--k", "100"]
         assert main([*argv, "--quiet"]) == 0, argv
     assert (tmp_path / "samples.png").is_file()
     assert (tmp_path / "runs/vae2/report.html").is_file()

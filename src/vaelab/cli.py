@@ -214,6 +214,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tour(args: argparse.Namespace) -> int:
+    from vaelab.viz.tour import run_tour
+
+    if (Path(args.out) / "models").exists():
+        raise VaelabError(f"{args.out} already holds a tour: choose another --out or remove it")
+    report = run_tour(args.out, quick=args.quick, lang=args.lang, quiet=args.quiet)
+    _say(args, f"open {report}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vaelab.viz.run_report import write_run_report
 
@@ -268,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("tour", help="train the lecture's models and write its report")
+    p.add_argument("--out", default="runs/tour", help="folder (default runs/tour)")
+    p.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
+    p.add_argument("--lang", default="en", help="en (default) or ko")
+    _add_common(p)
+    p.set_defaults(func=cmd_tour)
 
     p = sub.add_parser("eval", help="likelihood bounds, diagnostics and probes -> eval.json")
     p.add_argument("run", metavar="RUN")

@@ -373,3 +373,51 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
     atomic_write_bytes(path, figure_to_png(fig, dpi))
     return path
+
+
+def heatmap_figure(
+    values: ArrayLike, title: str = "", ticks: Sequence[float] | None = None,
+    colorbar_label: str = "",
+) -> Figure:  # fmt: skip
+    """A square grid of numbers [n, n] as a colour map, laid out like manifold_figure
+    (row 0 at the top); `ticks` labels the axes with the grid's z values."""
+    arr = _numpy(values).astype(float)
+    fig = Figure(figsize=(5.2, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(arr, cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    if ticks is not None:
+        n = len(ticks)
+        pos = _tick_positions(n)
+        ax.set_xticks(pos, [f"{ticks[i]:.2f}" for i in pos])
+        ax.set_yticks(pos, [f"{ticks[n - 1 - i]:.2f}" for i in pos])
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def codes_over_prior_figure(
+    codes: ArrayLike,
+    prior_samples: ArrayLike,
+    labels: ArrayLike | Sequence | None = None,
+    class_names: Sequence[str] | None = None,
+    title: str = "Codes over prior samples",
+) -> Figure:
+    """Prior samples as a grey cloud, the codes on top coloured by label (2-D; D > 2 is
+    projected on the top-2 principal components of the codes)."""
+    z, p = _numpy(codes).astype(float), _numpy(prior_samples).astype(float)
+    xlabel, ylabel = "z1", "z2"
+    if z.shape[1] > 2:
+        mean = z.mean(0)
+        _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
+        z, p = (z - mean) @ vt[:2].T, (p - mean) @ vt[:2].T
+        xlabel, ylabel = "PC1 of the codes", "PC2 of the codes"
+    fig = Figure(figsize=(6.4, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(*p[:, :2].T, s=3, color="0.75", lw=0, rasterized=True, label="prior")
+    _scatter(fig, ax, z[:, :2], None if labels is None else _numpy(labels), class_names)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    return fig

@@ -148,14 +148,16 @@ def _toc(entries: list[tuple[str, str]]) -> str:
     return f'<nav class="toc">\n<h2>Contents</h2>\n<ol>\n{items}</ol>\n</nav>\n'
 
 
-def render_report(title: str, sections: Sequence[Section], subtitle: str = "") -> str:
-    """The whole report as one self-contained HTML page (UTF-8 text)."""
+def render_report(
+    title: str, sections: Sequence[Section], subtitle: str = "", lang: str = "en"
+) -> str:
+    """The whole report as one self-contained HTML page (UTF-8 text) in language `lang`."""
     taken: set[str] = set()
     anchors = [_slug(s.title, taken) for s in sections]
     body = "".join(_section(s, a) for s, a in zip(sections, anchors, strict=True))
     sub = f'<p class="subtitle">{html.escape(subtitle)}</p>\n' if subtitle else ""
     return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<!DOCTYPE html>\n<html lang="{html.escape(lang)}">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         f"<header>\n<h1>{html.escape(title)}</h1>\n{sub}</header>\n"
@@ -166,9 +168,9 @@ def render_report(title: str, sections: Sequence[Section], subtitle: str = "") -
 
 
 def write_report(
-    path: str | Path, title: str, sections: Sequence[Section], subtitle: str = ""
+    path: str | Path, title: str, sections: Sequence[Section], subtitle: str = "", lang: str = "en"
 ) -> Path:
     """Render the report and write it atomically as UTF-8; returns the path."""
     path = Path(path)
-    atomic_write_text(path, render_report(title, sections, subtitle))
+    atomic_write_text(path, render_report(title, sections, subtitle, lang))
     return path

@@ -13,6 +13,7 @@ from vaelab.models import Model
 from vaelab.training.run import RunConfig, load_run, read_config
 from vaelab.training.trainer import METRICS_FILE
 from vaelab.viz.figures import (
+    codes_over_prior_figure,
     image_grid,
     latent_scatter_figure,
     loss_curves_figure,
@@ -100,6 +101,12 @@ def run_figures(
         )
     if cond is not None:
         figs.update(conditional_figures(model, x, cond))
+    if hasattr(model, "prior"):  # a model with a sampled prior of its own (the AAE)
+        prior_y = y if getattr(model.config, "label_prior", False) else None
+        prior = model.prior.sample(len(x), prior_y, generator=torch.Generator().manual_seed(0))
+        figs["codes_over_prior"] = codes_over_prior_figure(
+            model.encode(x).mean, prior, y, class_names, title="Test codes over prior samples"
+        )
     return figs
 
 
@@ -111,6 +118,8 @@ CAPTIONS = {
     "manifold": "The decoder over a 20 x 20 grid of Normal quantiles of z (z2 up, z1 right).",
     "class_grid": "The same z decoded under every label: the label says which digit, z the style.",
     "style_transfer": "Each test digit's posterior mean decoded under every label.",
+    "codes_over_prior": "The encoder's test codes (coloured by label) over samples of the "
+    "prior (grey) that the discriminator pushed them towards.",
 }
 
 
