@@ -45,6 +45,8 @@ def test_command_line_examples_run(tmp_path, monkeypatch):
         argv = [a.replace("../shared/data", str(SHARED_DATA)) for a in argv]
         if argv[0] == "train":  # the README's budgets, cut to a few steps
             argv += ["--max-steps", "60" if "--resume" in argv else "30"]
+        if argv[0] == "tour":
+            argv += ["--quick"]
         if argv[0] == "eval":
             argv += ["--limit", "50", "--k", "100"]
         assert main([*argv, "--quiet"]) == 0, argv
