@@ -224,6 +224,22 @@ def cmd_tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from vaelab import bench
+
+    if args.pairs < 1 or args.epochs < 1:
+        raise VaelabError("--pairs and --epochs must be at least 1")
+    quick = {"pairs": 3, "epochs": 1, "limit": 20000} if args.quick else {}
+    dataset = args.dataset or ("mnist-sample" if args.quick else "fashion-mnist")
+    result = bench.bench(pairs=quick.get("pairs", args.pairs),
+                         epochs=quick.get("epochs", args.epochs), dataset=dataset,
+                         data_dir=args.data_dir, limit=quick.get("limit"),
+                         say=lambda text: _say(args, text))  # fmt: skip
+    bench.save(result, args.out)
+    bench.report(result)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vaelab.viz.run_report import write_run_report
 
@@ -293,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     _add_common(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="vaelab's trainer vs the standard PyTorch recipe")
+    p.add_argument("--quick", action="store_true", help="3 short pairs on the shipped sample")
+    p.add_argument("--pairs", type=int, default=5, help="interleaved pairs (default 5)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
+    p.add_argument("--dataset", help="default fashion-mnist (mnist-sample with --quick)")
+    p.add_argument("--data-dir", help="where the dataset's files are")
+    p.add_argument("--out", default="benchmarks/results/bench-mlp-vae.json")
+    _add_common(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="(re)write a run's figures and report.html")
     p.add_argument("run", metavar="RUN")

@@ -1,0 +1,175 @@
+"""`vaelab bench`: vaelab's trainer against the standard PyTorch recipe, interleaved.
+
+Both train the same 784-400-20 MLP VAE (BCE on grayscale pixels, batch 128, Adam 1e-3) on the
+same images, each in its own process as its users run it: the recipe (vaelab.bench_recipe)
+with the default environment, vaelab through its `vaelab train` entry point. Runs alternate
+A B A B so drift on a shared machine hits both; the ratio is taken per pair, then its median.
+The float32 matmul rate at the model's shapes is measured in the same run and gives the
+machine's ceiling for this model: the images/s if a step cost only its matmuls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.data import load_dataset, write_idx
+from vaelab.errors import VaelabError
+from vaelab.fileio import atomic_write_json
+
+LAYERS = [(784, 400), (400, 40), (20, 400), (400, 784)]  # the MLP VAE's matmuls (in, out)
+BATCH = 128
+
+
+def flops_per_image(layers=LAYERS) -> int:
+    """Forward (2 in out), weight gradients (2 in out) and input gradients (2 in out, except
+    the first layer, whose input needs none) per image."""
+    per_layer = [6 * i * o for i, o in layers]
+    return sum(per_layer) - 2 * layers[0][0] * layers[0][1]
+
+
+def matmul_rate(seconds: float = 1.0, layers=LAYERS, batch: int = BATCH) -> float:
+    """float32 FLOP/s of one step's matmuls at the model's shapes, timed on this machine."""
+    mats = [(torch.randn(batch, i), torch.randn(i, o), torch.randn(batch, o)) for i, o in layers]
+
+    def step() -> None:
+        for k, (x, w, g) in enumerate(mats):
+            x @ w  # forward
+            x.T @ g  # weight gradient
+            if k:
+                g @ w.T  # input gradient
+
+    for _ in range(20):
+        step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    return n * batch * flops_per_image(layers) / (time.perf_counter() - start)
+
+
+def write_bench_data(dataset: str, data_dir: str | None, folder: Path, limit: int | None):
+    """The dataset as plain IDX files under the standard names, for both contenders."""
+    data = load_dataset(dataset, data_dir)
+    train, test = data.train_images[:limit, 0].numpy(), data.test_images[:, 0].numpy()
+    write_idx(folder / "train-images-idx3-ubyte", train)
+    write_idx(folder / "train-labels-idx1-ubyte", data.train_labels[:limit].numpy().astype("u1"))
+    write_idx(folder / "t10k-images-idx3-ubyte", test)
+    write_idx(folder / "t10k-labels-idx1-ubyte", data.test_labels.numpy().astype("u1"))
+    return len(train)
+
+
+def run_child(argv: list[str], env: dict | None = None) -> tuple[str, float]:
+    """Run a process to its end; its stdout and its own peak resident memory in MB."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                            text=True)  # fmt: skip
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise VaelabError(f"benchmark process failed ({proc.returncode}): {' '.join(argv)}")
+    return out, usage.ru_maxrss / 1024
+
+
+def run_recipe(folder: Path, epochs: int, seed: int) -> dict[str, float]:
+    argv = [sys.executable, "-m", "vaelab.bench_recipe", str(folder / "train-images-idx3-ubyte"),
+            "-", str(folder / "t10k-images-idx3-ubyte"), str(epochs), str(seed)]  # fmt: skip
+    out, peak = run_child(argv)
+    row = json.loads(out.strip().splitlines()[-1])
+    return {"images_per_s": row["images_per_s"], "test_loss": row["test_loss"], "peak_mb": peak}
+
+
+def vaelab_command() -> list[str]:
+    script = Path(sys.executable).with_name("vaelab")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vaelab"]
+
+
+def run_vaelab(folder: Path, epochs: int, seed: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [*vaelab_command(), "train", "vae", "--dataset", f"idx:{folder}",
+                "--binarization", "none", "--epochs", str(epochs), "--seed", str(seed),
+                "--out", f"{tmp}/run", "--quiet", "--no-report"]  # fmt: skip
+        _, peak = run_child(argv)
+        rows = [
+            json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
+        ]
+    seconds = sum(r["train/samples_per_s"] ** -1 for r in rows)  # per image, summed per epoch
+    return {"images_per_s": len(rows) / seconds, "test_loss": rows[-1]["test/loss"],
+            "peak_mb": peak}  # fmt: skip
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def bench(pairs: int = 5, epochs: int = 2, dataset: str = "fashion-mnist",
+          data_dir: str | None = None, limit: int | None = None,
+          say=print) -> dict[str, Any]:  # fmt: skip
+    """Interleaved pairs recipe / vaelab; returns (and prints) the comparison."""
+    rate = matmul_rate()
+    ceiling = rate / flops_per_image()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        n = write_bench_data(dataset, data_dir, Path(tmp), limit)
+        for i in range(pairs):
+            recipe, ours = run_recipe(Path(tmp), epochs, i), run_vaelab(Path(tmp), epochs, i)
+            rows.append({"pair": i, "recipe": recipe, "vaelab": ours,
+                         "ratio": ours["images_per_s"] / recipe["images_per_s"]})  # fmt: skip
+            say(
+                f"pair {i + 1}/{pairs}: recipe {recipe['images_per_s']:8.0f} images/s   "
+                f"vaelab {ours['images_per_s']:8.0f} images/s   ratio {rows[-1]['ratio']:.2f}"
+            )
+    result = {
+        "model": "MLP VAE 784-400-20, batch 128, Adam 1e-3, BCE on grayscale",
+        "dataset": dataset, "train_images": n, "epochs_per_run": epochs, "pairs": pairs,
+        "recipe_images_per_s": summary([r["recipe"]["images_per_s"] for r in rows]),
+        "vaelab_images_per_s": summary([r["vaelab"]["images_per_s"] for r in rows]),
+        "ratio": summary([r["ratio"] for r in rows]),
+        "recipe_test_loss": summary([r["recipe"]["test_loss"] for r in rows]),
+        "vaelab_test_loss": summary([r["vaelab"]["test_loss"] for r in rows]),
+        "recipe_peak_mb": max(r["recipe"]["peak_mb"] for r in rows),
+        "vaelab_peak_mb": max(r["vaelab"]["peak_mb"] for r in rows),
+        "matmul_gflops": rate / 1e9, "flops_per_image": flops_per_image(),
+        "ceiling_images_per_s": ceiling,
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "platform": platform.platform(),
+                    "processor": platform.processor()},
+        "rows": rows,
+    }  # fmt: skip
+    result["fraction_of_ceiling"] = result["vaelab_images_per_s"]["median"] / ceiling
+    return result
+
+
+def report(result: dict[str, Any], say=print) -> None:
+    r = result
+    say(
+        f"recipe  {r['recipe_images_per_s']['median']:8.0f} images/s (median; "
+        f"{r['recipe_images_per_s']['min']:.0f}-{r['recipe_images_per_s']['max']:.0f}), "
+        f"test loss {r['recipe_test_loss']['median']:.2f}, peak {r['recipe_peak_mb']:.0f} MB"
+    )
+    say(
+        f"vaelab  {r['vaelab_images_per_s']['median']:8.0f} images/s (median; "
+        f"{r['vaelab_images_per_s']['min']:.0f}-{r['vaelab_images_per_s']['max']:.0f}), "
+        f"test loss {r['vaelab_test_loss']['median']:.2f}, peak {r['vaelab_peak_mb']:.0f} MB"
+    )
+    say(
+        f"float32 matmul {r['matmul_gflops']:.0f} GFLOP/s at these shapes; "
+        f"{r['flops_per_image'] / 1e6:.2f} MFLOP per image; ceiling "
+        f"{r['ceiling_images_per_s']:.0f} images/s; vaelab reaches "
+        f"{100 * r['fraction_of_ceiling']:.0f} % of it"
+    )
+    say(f"ratio: {r['ratio']['median']:.2f}")
+
+
+def save(result: dict[str, Any], path: str | Path) -> None:
+    atomic_write_json(Path(path), result)
