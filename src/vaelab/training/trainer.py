@@ -29,6 +29,13 @@ METRICS_FILE = "metrics.jsonl"
 PERM, BINARIZE = 0, 1  # purposes of derived seeds
 
 
+def make_adam(params: list, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over all parameters per step; measured faster on
+    CPU by `vaelab bench`) where every parameter is a float tensor it supports."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
 class TrainingDiverged(VaelabError):
     """Too many steps in a row had a non-finite loss or gradient."""
 
@@ -68,7 +75,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.phases = model.phases()
         self.optimizers = {
-            p.name: torch.optim.Adam(p.parameters, lr=config.train.lr * p.lr_scale)
+            p.name: make_adam(p.parameters, config.train.lr * p.lr_scale)
             for p in self.phases
         }
         self.binarization = config.data.resolved_binarization(config.model_config.likelihood)
