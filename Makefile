@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 OUT    ?= runs/demo
+TOUR_FLAGS ?=
 LINTED := $(wildcard src tests benchmarks)
 
 .PHONY: demo test test-fast lint format bench clean
@@ -24,7 +25,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 # $(OUT)/report.html; each model's own run (and report) is under $(OUT)/models/.
 demo: $(VENV)/.installed
 	rm -rf $(OUT)
-	$(BIN)/vaelab tour --out $(OUT)
+	$(BIN)/vaelab tour --out $(OUT) $(TOUR_FLAGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check $(LINTED)

@@ -62,3 +62,18 @@ def test_bad_language_and_existing_tour(tour_dir, tmp_path, capsys):
     assert "--lang is 'fr'" in capsys.readouterr().err
     assert main(["tour", "--out", str(tour_dir)]) == 2
     assert "already holds a tour" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_make_demo_writes_the_report(tmp_path):
+    """The README's first command, with the tour's tiny budget."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "demo"
+    subprocess.run(["make", "-C", str(root), "demo", f"OUT={out}", "TOUR_FLAGS=--quick --quiet"],
+                   check=True, capture_output=True)  # fmt: skip
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    assert (out / "models" / "vae" / "report.html").is_file()

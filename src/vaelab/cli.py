@@ -247,6 +247,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from vaelab.serve import Explorer, make_app_server, resolve_run, server_url
+
+    run_dir, note = resolve_run(args.run)
+    if note:
+        _say(args, note)
+    server = make_app_server(Explorer.from_run(run_dir), args.host, args.port)
+    if args.quiet:  # no line per request
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    print(f"serving {run_dir} at {server_url(server)} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        _say(args, "stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from vaelab.data import describe_datasets
 
@@ -319,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results/bench-mlp-vae.json")
     _add_common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("serve", help="explore a run's latent space in the browser")
+    p.add_argument("run", metavar="RUN", help="a run folder, or a tour folder (serves models/vae)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1); the page answers only under "
+                        "this name, 127.0.0.1 or localhost")  # fmt: skip
+    _add_common(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("report", help="(re)write a run's figures and report.html")
     p.add_argument("run", metavar="RUN")
