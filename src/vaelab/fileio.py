@@ -32,13 +32,18 @@ def fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a temp file beside `path` for binary writing; on success it replaces `path`."""
+    """Open a temp file beside `path` for binary writing; on success it replaces `path`.
+
+    The file's `name` is the temp path, so the body may check what it wrote before the
+    replace; an exception anywhere removes the temp file and leaves `path` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -9,7 +9,6 @@ upstream .gz bytes or of the decompressed bytes, so recompressed copies (Debian'
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
@@ -17,7 +16,6 @@ import importlib.resources
 import logging
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -33,7 +31,7 @@ from tqdm import tqdm
 
 from vaelab.data.idx import check_pair, content_md5, read_idx, read_idx_pair
 from vaelab.errors import VaelabError
-from vaelab.fileio import fsync_dir
+from vaelab.fileio import atomic_open
 
 __all__ = [
     "CATALOG",
@@ -283,19 +281,11 @@ class _MirrorFailed(Exception):
 
 
 def _fetch(url: str, dest: Path, checksum: Checksum, timeout: float, progress: bool) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            file_md5 = _stream(url, f, timeout, progress, dest.name)
-            f.flush()
-            os.fsync(f.fileno())
-        _check_download(Path(tmp), dest.name, checksum, file_md5)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(dest.parent)
+    """Download into a temp file beside dest; only a verified file replaces dest."""
+    with atomic_open(dest) as f:
+        file_md5 = _stream(url, f, timeout, progress, dest.name)
+        f.flush()
+        _check_download(Path(f.name), dest.name, checksum, file_md5)
 
 
 def _stream(url: str, f: BinaryIO, timeout: float, progress: bool, label: str) -> str:
