@@ -75,8 +75,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.phases = model.phases()
         self.optimizers = {
-            p.name: make_adam(p.parameters, config.train.lr * p.lr_scale)
-            for p in self.phases
+            p.name: make_adam(p.parameters, config.train.lr * p.lr_scale) for p in self.phases
         }
         self.binarization = config.data.resolved_binarization(config.model_config.likelihood)
         self.train_x = data.train_images.to(self.device)
