@@ -13,24 +13,16 @@ the swiss roll), so each class settles in its own part of the latent space.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaelab.distributions import PointMass
 from vaelab.errors import VaelabError
-from vaelab.models.base import (
-    Batch,
-    LossOutput,
-    Model,
-    ModelConfig,
-    Phase,
-    StepContext,
-    register,
-)
-from vaelab.nets import mlp
+from vaelab.models.base import Batch, LossOutput, Model, ModelConfig, Phase, StepContext, register
 
 
 class Prior:
@@ -63,9 +55,9 @@ class NormalPrior(Prior):
 
 
 class MixturePrior(Prior):
-    """`parts` 2-D Gaussians with means on a circle, stretched along the radius (Figure 4)."""
+    """`parts` 2-D Gaussians with means on a circle, stretched along the radius (Figures 2, 4)."""
 
-    radius, radial_std, tangential_std = 4.0, 0.5, 0.25
+    radius, radial_std, tangential_std = 4.0, 1.0, 0.5  # neighbours ~5 tangential stds apart
 
     def means(self) -> Tensor:
         angle = 2 * math.pi * torch.arange(self.parts) / self.parts
@@ -141,7 +133,7 @@ class AAE(Model):
         super().__init__(config)
         self.prior = PRIORS[config.prior](config.latent_dim, config.prior_classes)
         label_dim = config.prior_classes if config.label_prior else 0
-        self.discriminator = mlp([config.latent_dim + label_dim, *config.disc_hidden, 1])
+        self.discriminator = leaky_mlp([config.latent_dim + label_dim, *config.disc_hidden, 1])
 
     def encoder_out_dim(self) -> int:
         return self.config.latent_dim  # a code, no variance
@@ -150,15 +142,19 @@ class AAE(Model):
         return PointMass(self.encoder(x, self.condition(y)))
 
     def phases(self) -> list[Phase]:
-        # With Adam at the default lr 1e-3 the latent GAN oscillates: D wins, the encoder jumps,
-        # and the codes swing around the prior. At a tenth of that (1e-4, the paper's
-        # adversarial rate on MNIST) D and the encoder move slowly enough to track each other,
-        # while the reconstruction keeps the full rate and shapes the code much faster.
+        # D at twice the rate of the other two: it must track codes that both of them move, and
+        # a stale D points the encoder the wrong way (the two-time-scale rule, Heusel et al.
+        # 2017). Measured on mnist-sample (2-D codes, 10-way mixture, Adam 2e-3, 5 seeds): with
+        # D and generator at 0.1-0.5 the reconstruction lays the codes out faster than the
+        # generator spreads them, and 2-4 components stay empty (D accuracy 0.7-0.9); with the
+        # generator fast too (2-3) the codes can collapse onto one component; at (1, 2, 1)
+        # every component is filled in 450 steps (D 0.57-0.67) and, label-aware, >= 8 of 10
+        # classes reach their own component in 630 steps for 4 seeds of 5 (2 of 5 at 1, 1, 1).
         autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
         return [
             Phase("reconstruction", [*autoencoder, *self.likelihood.parameters()]),
-            Phase("discriminator", list(self.discriminator.parameters()), lr_scale=0.1),
-            Phase("generator", list(self.encoder.parameters()), lr_scale=0.1),
+            Phase("discriminator", list(self.discriminator.parameters()), lr_scale=2.0),
+            Phase("generator", list(self.encoder.parameters())),
         ]
 
     def prior_labels(self, y: Tensor | None) -> Tensor | None:
@@ -213,6 +209,16 @@ class AAE(Model):
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ p(z); the label-aware prior draws each row's part uniformly."""
         return self.prior.sample(n, generator=generator, device=next(self.parameters()).device)
+
+
+def leaky_mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers with LeakyReLU(0.2) between them. Unlike ReLU it passes a gradient back to z
+    everywhere, also far from the prior's samples (measured: label-aware codes reached all 10
+    components by step 600 with it, 8 by step 1200 with ReLU)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers[:-1])
 
 
 def bce(logits: Tensor, target: float) -> Tensor:

@@ -405,9 +405,23 @@ def codes_over_prior_figure(
     title: str = "Codes over prior samples",
 ) -> Figure:
     """Prior samples as a grey cloud, the codes on top coloured by label (2-D; D > 2 is
-    projected on the top-2 principal components of the codes)."""
+    projected on the top-2 principal components of the codes, prior samples included; D = 1 is
+    drawn as a strip along z1)."""
     z, p = _numpy(codes).astype(float), _numpy(prior_samples).astype(float)
+    if z.ndim != 2 or p.ndim != 2 or z.shape[1] != p.shape[1] or 0 in (*z.shape, *p.shape):
+        raise VaelabError(
+            f"expected codes [N, D] and prior samples [M, D] of the same D, got shapes "
+            f"{tuple(z.shape)} and {tuple(p.shape)}"
+        )
+    y = None if labels is None else _numpy(labels).reshape(-1)
+    if y is not None and len(y) != len(z):
+        raise VaelabError(f"expected {len(z)} labels, one per code, got {len(y)}")
     xlabel, ylabel = "z1", "z2"
+    if z.shape[1] == 1:  # a strip: z1 against a jitter that carries no meaning
+        jitter = np.random.default_rng(0)
+        z = np.hstack([z, jitter.uniform(-1, 1, (len(z), 1))])
+        p = np.hstack([p, jitter.uniform(-1, 1, (len(p), 1))])
+        ylabel = "(jitter)"
     if z.shape[1] > 2:
         mean = z.mean(0)
         _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
@@ -416,7 +430,7 @@ def codes_over_prior_figure(
     fig = Figure(figsize=(6.4, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(*p[:, :2].T, s=3, color="0.75", lw=0, rasterized=True, label="prior")
-    _scatter(fig, ax, z[:, :2], None if labels is None else _numpy(labels), class_names)
+    _scatter(fig, ax, z[:, :2], y, class_names)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
