@@ -22,7 +22,7 @@ import torch
 
 from vaelab.data import load_dataset
 from vaelab.evaluation.classifier import train_classifier
-from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound
+from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound, reconstruction_nll
 from vaelab.models import MODELS, Batch
 from vaelab.training.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
@@ -39,17 +39,11 @@ MODELS_TO_RUN = [  # (label, registered name, config changes)
 ]
 
 
-def recon_error(model, x, y):
-    cond = y if model.conditional else None
-    return dataset_mean(lambda xb, yb: -model.decode(model.encode(xb, yb).mean, yb).log_prob(xb),
-                        x, cond)  # fmt: skip
-
-
 def evaluate(model, x, y, k_eval, classifier):
     model.eval()
     cond = y if model.conditional else None
     torch.manual_seed(0)
-    row = {"recon": recon_error(model, x, y)}
+    row = {"recon": dataset_mean(lambda a, b: reconstruction_nll(model, a, b), x, cond)}
     if hasattr(model, "log_weights"):
         row["neg_elbo"] = -dataset_mean(lambda a, b: elbo(model, a, b), x, cond)
         row[f"neg_iwae_{k_eval}"] = -dataset_mean(lambda a, b: iwae_bound(model, a, b, k_eval),

@@ -74,6 +74,10 @@ def test_config_file_and_flags(tmp_path):
         (["train", "vae", "--binarization", "soft"], "binarization is 'soft'"),
         (["train", "vae", "--likelihood", "poisson"], "likelihood is 'poisson'"),
         (["train", "vae", "--net", "conv", "--hidden", "0"], "hidden"),
+        (
+            ["train", "vae", "--hidden", "400,abc"],
+            "--hidden is [400, 'abc']: expected a list of int",
+        ),
         (["train", "vae", "--resume", "/nonexistent/run"], "is not a vaelab run"),
         (["sample", "/nonexistent/run"], "is not a vaelab run"),
         (["train", "vae", "--config", "/nonexistent.toml"], "does not exist"),

@@ -50,7 +50,8 @@ def _parse_text(text: str, tp: Any) -> Any:
             text.lower(), text
         )
     if typing.get_origin(tp) is tuple or any(typing.get_origin(a) is tuple for a in args):
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
+        parts = [v for v in text.replace(" ", "").split(",") if v]
+        return [int(v) if v.lstrip("-").isdigit() else v for v in parts]  # bad ones: checked next
     for cast in (int, float):
         try:
             return cast(text)

@@ -22,6 +22,12 @@ def elbo(model: Model, x: Tensor, y: Tensor | None = None) -> Tensor:
 
 
 @torch.no_grad()
+def reconstruction_nll(model: Model, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """Per-image -log p(x | z = E_q[z|x]) (B,): the same measure for every model."""
+    return -model.decode(model.encode(x, y).mean, y).log_prob(x)
+
+
+@torch.no_grad()
 def iwae_bound(model: Model, x: Tensor, y: Tensor | None = None, k: int = 5000,
                rows: int = 2048) -> Tensor:  # fmt: skip
     """Per-image L_k (B,): log-mean-exp of k importance weights, drawn in chunks of about

@@ -17,7 +17,13 @@ from vaelab.data import binarize_fixed, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation.classifier import reference_classifier
 from vaelab.evaluation.diagnostics import active_units, kl_per_dim, posterior_means
-from vaelab.evaluation.likelihood import elbo, iwae_bound, mean_and_se, per_image
+from vaelab.evaluation.likelihood import (
+    elbo,
+    iwae_bound,
+    mean_and_se,
+    per_image,
+    reconstruction_nll,
+)
 from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from vaelab.fileio import atomic_write_json
 from vaelab.models import Model
@@ -101,7 +107,7 @@ def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test",
         "likelihood_is_density": density,
     }
     cond = labels if model.conditional else None
-    recon = -per_image(lambda a, b: model.decode(model.encode(a, b).mean, b).log_prob(a), x, cond)
+    recon = per_image(lambda a, b: reconstruction_nll(model, a, b), x, cond)
     result["bce_recon" if not density else "recon"] = recon.mean().item()
     if hasattr(model, "log_weights"):
         result.update(likelihood_numbers(model, x, labels, k, "" if density else "bce_",
