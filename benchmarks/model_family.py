@@ -5,8 +5,10 @@
 Columns: test reconstruction error -log p(x | z = posterior mean) (nats per image, the same
 measure for every model), test negative ELBO (one sample, analytic KL, beta = 1) and the
 negative IWAE-k bound with k = --k-eval for models with a posterior density, the CVAE's
-conditional-sample accuracy by a CNN classifier, and the AAE discriminator's accuracy on test
-codes vs prior samples. Writes benchmarks/results/model_family.json.
+conditional-sample accuracy by a CNN classifier (and its label-transfer accuracy: test codes
+decoded under another label, classified as that label), and the AAE discriminator's accuracy on test
+codes vs prior samples (at the end, and at the end of each of the last 5 epochs: it oscillates).
+Writes benchmarks/results/model_family.json.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ MODELS_TO_RUN = [  # (label, registered name, config changes)
     ("CVAE", "cvae", {}),
     ("AAE (mixture prior)", "aae", {"prior": "mixture"}),
     ("AAE (normal prior)", "aae", {"prior": "normal"}),
+    ("AAE (normal prior, Gaussian q)", "aae", {"prior": "normal", "posterior": "gaussian"}),
 ]
 
 
+@torch.no_grad()
 def evaluate(model, x, y, k_eval, classifier):
     model.eval()
     cond = y if model.conditional else None
@@ -52,6 +56,11 @@ def evaluate(model, x, y, k_eval, classifier):
         labels = torch.arange(1000) % model.config.num_classes
         samples = model.generate(1000, labels, torch.Generator().manual_seed(0))
         row["cond_sample_acc"] = classifier.accuracy(samples, labels)
+        # Does the decoder use the label? Decode test codes under a different label (+3 mod
+        # classes): near 1 if it does, near 0 if the class hides in z and the label is ignored.
+        other = (y[:1000] + 3) % model.config.num_classes
+        moved = model.decode(model.encode(x[:1000], y[:1000]).mean, other).mean
+        row["label_transfer_acc"] = classifier.accuracy(moved, other)
     if "disc_acc" in model.evaluate(Batch(x[:1000], y[:1000])):
         row["disc_acc"] = model.evaluate(Batch(x[:1000], y[:1000]))["disc_acc"].item()
     return row
@@ -88,6 +97,10 @@ def main() -> None:
                    "train_seconds": round(seconds, 1)}  # fmt: skip
             row.update(evaluate(trainer.model, trainer.test_x, trainer.test_y, args.k_eval,
                                 classifier))  # fmt: skip
+            if "disc_acc" in row:  # the GAN oscillates: D's test accuracy over the last epochs
+                lines = (trainer.run_dir / "metrics.jsonl").read_text().splitlines()
+                accs = [json.loads(v).get("test/disc_acc") for v in lines]
+                row["disc_acc_last5"] = [a for a in accs if a is not None][-5:]
             results.append(row)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                               for k, v in row.items()}), flush=True)  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vaelab.distributions import DiagonalGaussian
 from vaelab.errors import VaelabError
 from vaelab.models import Batch, StepContext, build_model
 from vaelab.models.aae import AAEConfig, MixturePrior, NormalPrior, SwissRollPrior
@@ -108,6 +109,7 @@ def test_label_aware_sampling_draws_each_row_from_its_own_part():
         ({"prior": "laplace"}, "prior is 'laplace': expected one of normal, mixture, swiss-roll"),
         ({"prior": "mixture", "prior_classes": 0}, "prior_classes is 0"),
         ({"disc_hidden": (64, 0)}, "disc_hidden"),
+        ({"posterior": "flow"}, "posterior is 'flow': expected one of deterministic, gaussian"),
     ],
 )
 def test_bad_configs_are_refused_with_a_clear_message(changes, message):
@@ -162,6 +164,30 @@ def test_phase_losses_are_the_papers(digits):
     # Metric names are unique across the phases (the trainer sums them under their own key).
     names = [k for p in PHASES for k in model.loss(p, batch, StepContext()).metrics]
     assert len(names) == len(set(names)) == 5
+
+
+def test_gaussian_posterior_codes_are_reparameterized_samples(digits):
+    x, y = digits
+    model = aae(latent_dim=3, posterior="gaussian")
+    q = model.encode(x)
+    assert isinstance(q, DiagonalGaussian) and q.mean.shape == (64, 3)
+    torch.manual_seed(1)
+    eps = torch.randn(64, 3)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.codes(x, None), q.mean + q.std * eps)
+    # The reconstruction phase decodes a sample, and its gradient reaches the variance head.
+    torch.manual_seed(2)
+    recon = model.loss("reconstruction", Batch(x, y), StepContext())
+    torch.manual_seed(2)
+    z = model.codes(x, None)
+    torch.testing.assert_close(recon.loss, -model.decode(z).log_prob(x).mean())
+    recon.loss.backward()
+    last = model.encoder.net[-1]
+    assert last.weight.grad[3:].abs().sum() > 0  # the log-variance rows
+    # Evaluation reconstructs from the posterior mean: the same number on every call.
+    first, second = model.evaluate(Batch(x)), model.evaluate(Batch(x))
+    torch.testing.assert_close(first["recon"], second["recon"])
+    torch.testing.assert_close(first["recon"], -model.decode(q.mean).log_prob(x).mean())
 
 
 def test_each_phase_updates_only_its_own_parameters(digits):
