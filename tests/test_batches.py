@@ -45,6 +45,16 @@ def test_dynamic_is_bernoulli_of_intensity():
     assert ends.tolist() == [0.0, 1.0]
 
 
+def test_dynamic_frequency_matches_intensity_over_255_at_every_value():
+    draws = 4000
+    images = torch.arange(256, dtype=torch.uint8).repeat(draws)
+    freq = binarize(images, "dynamic", torch.Generator().manual_seed(2)).view(draws, 256).mean(0)
+    p = torch.arange(256) / 255
+    se = (p * (1 - p) / draws).sqrt().clamp_min(1e-9)
+    assert freq[0] == 0 and freq[255] == 1  # never on at 0, always on at 255
+    assert ((freq - p).abs() / se).max() < 5
+
+
 def test_dynamic_draws_afresh_and_follows_the_generator():
     images = torch.full((1000,), 128, dtype=torch.uint8)
     generator = torch.Generator().manual_seed(3)
