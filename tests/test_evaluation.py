@@ -11,6 +11,7 @@ from torch import distributions as D
 from conftest import tiny_config
 from vaelab.cli import main
 from vaelab.distributions import Gaussian, LikelihoodHead
+from vaelab.errors import VaelabError
 from vaelab.evaluation import classifier as clf_module
 from vaelab.evaluation.diagnostics import active_units, posterior_means
 from vaelab.evaluation.likelihood import elbo, iwae_bound
@@ -54,6 +55,25 @@ def test_importance_sampling_converges_to_the_ppca_closed_form(ppca):
     # The ELBO is below log p(x); the gap is KL(q(z|x) || p(z|x)) >= 0.
     elbos = torch.stack([elbo(ppca, x) for _ in range(2000)]).mean(0)
     assert (elbos < exact).all()
+
+
+def test_chunking_is_invisible_and_a_generator_fixes_the_estimate(ppca):
+    x = torch.randn(4, 1, 2, 3)
+    # One chunk of 40 samples == four chunks of 10 drawn from the same stream: log-mean-exp of
+    # the same 40 weights (the draws depend on the generator, not on the chunk size).
+    whole = iwae_bound(ppca, x, k=40, rows=160, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    q = ppca.encode(x)
+    weights = torch.cat([ppca.weights_under(q, x, None, 10, 1.0, gen) for _ in range(4)])
+    torch.testing.assert_close(whole, torch.logsumexp(weights, 0) - math.log(40))
+    chunked = iwae_bound(ppca, x, k=40, rows=40, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+
+
+def test_a_model_without_a_density_has_no_bound():
+    model = build_model("ae", tiny_config("ae"))
+    with pytest.raises(VaelabError, match="model ae has no density"):
+        iwae_bound(model, torch.zeros(2, 1, 28, 28), k=5)
 
 
 def test_bounds_are_ordered_on_a_trained_vae(small_data, tmp_path):

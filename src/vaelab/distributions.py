@@ -57,16 +57,24 @@ class DiagonalGaussian:
     def std(self) -> Tensor:
         return torch.exp(0.5 * self.logvar)
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
-        """z = mean + std * eps, eps ~ N(0, I): differentiable in mean and logvar."""
+    def rsample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        """z = mean + std * eps, eps ~ N(0, I) (from `generator` when given): differentiable in
+        mean and logvar."""
         eps = torch.randn(
-            sample_shape + self.mean.shape, dtype=self.mean.dtype, device=self.mean.device
+            sample_shape + self.mean.shape,
+            generator=generator,
+            dtype=self.mean.dtype,
+            device=self.mean.device,
         )
         return self.mean + self.std * eps
 
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def sample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
         with torch.no_grad():
-            return self.rsample(sample_shape)
+            return self.rsample(sample_shape, generator)
 
     def log_prob(self, z: Tensor) -> Tensor:
         return gaussian_log_prob(z, self.mean, self.logvar).sum(-1)
@@ -86,7 +94,9 @@ class PointMass:
     def __init__(self, mean: Tensor):
         self.mean = mean
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
         return self.mean.expand(sample_shape + self.mean.shape)
 
     sample = rsample

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from vaelab.errors import VaelabError
 from vaelab.models import Model
 
 
@@ -29,13 +30,12 @@ def reconstruction_nll(model: Model, x: Tensor, y: Tensor | None = None) -> Tens
 
 @torch.no_grad()
 def iwae_bound(model: Model, x: Tensor, y: Tensor | None = None, k: int = 5000,
-               rows: int = 2048) -> Tensor:  # fmt: skip
-    """Per-image L_k (B,): log-mean-exp of k importance weights, drawn in chunks of about
-    `rows` decoder rows (chunk * B): small enough to stay in cache, large enough to batch."""
-    chunk = max(1, min(k, rows // len(x)))
-    parts = [torch.logsumexp(model.log_weights(x, y, min(chunk, k - i)), dim=0)
-             for i in range(0, k, chunk)]  # fmt: skip  # each (B,): log sum of its chunk
-    return torch.logsumexp(torch.stack(parts), dim=0) - math.log(k)
+               rows: int = 2048, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    """Per-image L_k (B,): the model's log-mean-exp of k importance weights
+    (`log_prob_estimate`), in chunks of about `rows` decoder rows."""
+    if not hasattr(model, "log_prob_estimate"):
+        raise VaelabError(f"model {model.name} has no density: no importance-sampled bound")
+    return model.log_prob_estimate(x, y, k, rows, generator)
 
 
 @torch.no_grad()
