@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import distributions as D
 
 from vaelab.distributions import (
@@ -72,6 +73,16 @@ def test_bernoulli_matches_torch(gen):
     ref = D.Independent(D.Bernoulli(logits=logits), 3).log_prob(x)
     torch.testing.assert_close(Bernoulli(logits).log_prob(x), ref)
     torch.testing.assert_close(Bernoulli(logits).mean, torch.sigmoid(logits))
+
+
+def test_bernoulli_is_exact_at_extreme_logits_and_on_grayscale_targets(gen):
+    logits = torch.tensor([-100.0, -30.0, -5.0, 0.0, 5.0, 30.0, 100.0]).view(1, 1, 7)
+    for pixel in (0.0, 1.0, 0.3):
+        x = torch.full_like(logits, pixel)
+        # -BCE in float64 as the reference: x log sigmoid(l) + (1 - x) log sigmoid(-l).
+        l64 = logits.double()
+        ref = (pixel * F.logsigmoid(l64) + (1 - pixel) * F.logsigmoid(-l64)).sum()
+        torch.testing.assert_close(Bernoulli(logits).log_prob(x).double(), ref)
 
 
 def test_bernoulli_broadcasts_over_importance_samples(gen):
