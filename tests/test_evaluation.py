@@ -14,7 +14,7 @@ from vaelab.distributions import Gaussian, LikelihoodHead
 from vaelab.errors import VaelabError
 from vaelab.evaluation import classifier as clf_module
 from vaelab.evaluation.diagnostics import active_units, posterior_means
-from vaelab.evaluation.likelihood import elbo, iwae_bound
+from vaelab.evaluation.likelihood import elbo, iwae_bound, per_image_seeded
 from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from vaelab.models import build_model
 
@@ -68,6 +68,21 @@ def test_chunking_is_invisible_and_a_generator_fixes_the_estimate(ppca):
     torch.testing.assert_close(whole, torch.logsumexp(weights, 0) - math.log(40))
     chunked = iwae_bound(ppca, x, k=40, rows=40, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+
+
+def test_seeded_batches_give_the_same_numbers_on_any_number_of_threads(ppca):
+    x = torch.randn(10, 1, 2, 3)
+
+    def fn(a, b, gen):
+        return iwae_bound(ppca, a, b, k=7, generator=gen)
+
+    one = per_image_seeded(fn, x, None, seed=5, batch_size=3, threads=1)
+    threads_before = torch.get_num_threads()
+    two = per_image_seeded(fn, x, None, seed=5, batch_size=3, threads=2)
+    assert torch.get_num_threads() == threads_before  # restored after the pool
+    assert one.shape == (10,) and torch.equal(one, two)
+    assert not two.requires_grad  # no autograd graph in the pool's threads
+    assert not torch.equal(one, per_image_seeded(fn, x, None, seed=6, batch_size=3, threads=2))
 
 
 def test_a_model_without_a_density_has_no_bound():

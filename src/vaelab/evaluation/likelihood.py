@@ -7,19 +7,22 @@ importance-sampled estimate of log p(x). Samples are taken in chunks so memory s
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 from vaelab.errors import VaelabError
 from vaelab.models import Model
+from vaelab.training.schedules import derived_seed
 
 
 @torch.no_grad()
-def elbo(model: Model, x: Tensor, y: Tensor | None = None) -> Tensor:
+def elbo(model: Model, x: Tensor, y: Tensor | None = None,
+         generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
     """Per-image ELBO (B,) with one sample and the analytic KL (whatever the model's beta)."""
     q = model.encode(x, y)
-    return model.decode(q.rsample(), y).log_prob(x) - q.kl_to_standard_normal()
+    return model.decode(q.rsample((), generator), y).log_prob(x) - q.kl_to_standard_normal()
 
 
 @torch.no_grad()
@@ -43,6 +46,35 @@ def per_image(fn, x: Tensor, y: Tensor | None = None, batch_size: int = 100) -> 
     """A per-image function fn(x, y) -> (B,) over a whole dataset, in batches: (N,)."""
     return torch.cat([fn(x[i : i + batch_size], None if y is None else y[i : i + batch_size])
                       for i in range(0, len(x), batch_size)])  # fmt: skip
+
+
+@torch.no_grad()
+def per_image_seeded(fn, x: Tensor, y: Tensor | None, seed: int, batch_size: int = 100,
+                     threads: int = 1) -> Tensor:  # fmt: skip
+    """fn(x, y, generator) -> (B,) over a whole dataset in batches: (N,). Batch i draws from its
+    own generator, seeded from (seed, i), so the result depends on the seed alone: not on the
+    number of threads nor on the order in which batches finish.
+
+    threads > 1 runs the batches in that many Python threads, each op on one core (torch's
+    intra-op threads set to 1 meanwhile): ops release the GIL, and whole ops side by side beat
+    each op split over the cores, whose small elementwise passes scale poorly.
+    """
+    starts = range(0, len(x), batch_size)
+
+    def run(i: int) -> Tensor:
+        gen = torch.Generator(x.device).manual_seed(derived_seed(seed, i))
+        with torch.no_grad():  # grad mode is per thread: the pool's threads start with it on
+            return fn(x[i : i + batch_size], None if y is None else y[i : i + batch_size], gen)
+
+    if threads <= 1:
+        return torch.cat([run(i) for i in starts])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return torch.cat(list(pool.map(run, starts)))
+    finally:
+        torch.set_num_threads(before)
 
 
 def dataset_mean(fn, x: Tensor, y: Tensor | None = None, batch_size: int = 100) -> float:

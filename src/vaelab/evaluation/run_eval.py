@@ -22,12 +22,14 @@ from vaelab.evaluation.likelihood import (
     iwae_bound,
     mean_and_se,
     per_image,
+    per_image_seeded,
     reconstruction_nll,
 )
 from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from vaelab.fileio import atomic_write_json
 from vaelab.models import Model
 from vaelab.training.run import load_run, read_config
+from vaelab.training.schedules import derived_seed
 
 EVAL_FILE = "eval.json"
 BOUND_KS = (1, 5, 50)
@@ -40,17 +42,27 @@ def is_density(model: Model, binarization: str) -> bool:
 
 
 @torch.no_grad()
-def likelihood_numbers(model: Model, x, y, k: int, prefix: str, binary: bool) -> dict[str, Any]:
-    """-ELBO, -L_k for k in BOUND_KS and the k-sample importance-sampled NLL, with errors."""
+def likelihood_numbers(model: Model, x, y, k: int, prefix: str, binary: bool,
+                       seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """-ELBO, -L_k for k in BOUND_KS and the k-sample importance-sampled NLL, with errors.
+
+    Each number draws from generators derived from `seed` per batch (per_image_seeded), and the
+    batches run in torch.get_num_threads() threads: the same numbers on any number of cores.
+    """
     cond = y if model.conditional else None
+    threads = torch.get_num_threads()
+
+    def over_images(fn, part: int):
+        return per_image_seeded(fn, x, cond, derived_seed(seed, part), threads=threads)
+
     out: dict[str, Any] = {}
-    mean, se = mean_and_se(-per_image(lambda a, b: elbo(model, a, b), x, cond))
+    mean, se = mean_and_se(-over_images(lambda a, b, g: elbo(model, a, b, g), 0))
     out[f"{prefix}neg_elbo"], out[f"{prefix}neg_elbo_se"] = mean, se
     for kk in BOUND_KS:
-        values = -per_image(lambda a, b, kk=kk: iwae_bound(model, a, b, kk), x, cond)
+        values = -over_images(lambda a, b, g, kk=kk: iwae_bound(model, a, b, kk, generator=g), kk)
         out[f"{prefix}neg_iwae_{kk}"] = values.mean().item()
     start = time.perf_counter()
-    values = -per_image(lambda a, b: iwae_bound(model, a, b, k), x, cond)
+    values = -over_images(lambda a, b, g: iwae_bound(model, a, b, k, generator=g), k)
     out["is_seconds"] = time.perf_counter() - start
     name = "nll" if prefix == "" else f"{prefix}iwae_{k}"
     out[name], out[f"{name}_se"] = mean_and_se(values)
@@ -110,8 +122,9 @@ def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test",
     recon = per_image(lambda a, b: reconstruction_nll(model, a, b), x, cond)
     result["bce_recon" if not density else "recon"] = recon.mean().item()
     if hasattr(model, "log_weights"):
-        result.update(likelihood_numbers(model, x, labels, k, "" if density else "bce_",
-                                         binarization != "none"))  # fmt: skip
+        prefix, binary = "" if density else "bce_", binarization != "none"
+        result.update(likelihood_numbers(model, x, labels, k, prefix, binary,
+                                         config.data.test_seed))  # fmt: skip
         kl = kl_per_dim(model, x, labels)
         result["kl_per_dim"] = kl.tolist()
     means = posterior_means(model, x, labels)
