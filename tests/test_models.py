@@ -7,12 +7,19 @@ from conftest import tiny_config
 from vaelab.models import MODELS, Batch, StepContext, build_model
 from vaelab.training.checkpoint import load_weights, save_checkpoint
 
+VARIANTS = {  # options that add parameters or change the posterior
+    "vae-vampprior": ("vae", {"prior": "vamp", "pseudo_inputs": 5}),
+    "iwae-vampprior": ("iwae", {"prior": "vamp", "pseudo_inputs": 5}),
+    "aae-gaussian-q": ("aae", {"posterior": "gaussian"}),
+}
 CASES = [(name, net) for name in sorted(MODELS) for net in ("mlp", "conv")]
+CASES += [(name, "mlp") for name in VARIANTS] + [("vae", "gated"), ("cvae", "gated")]
 
 
 def make(name, net, seed=0, **changes):
+    name, options = VARIANTS.get(name, (name, {}))
     torch.manual_seed(seed)
-    return build_model(name, tiny_config(name, net, **changes))
+    return build_model(name, tiny_config(name, net, **options, **changes))
 
 
 @pytest.mark.parametrize("name,net", CASES)

@@ -5,8 +5,10 @@ from vaelab.errors import VaelabError
 from vaelab.nets import build_decoder, build_encoder
 
 
-@pytest.mark.parametrize("net", ["mlp", "conv"])
-@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("net", ["mlp", "gated", "conv"])
+@pytest.mark.parametrize(  # grayscale or RGB at 28, 32 and 64 pixels (image folders)
+    "shape", [(1, 28, 28), (3, 28, 28), (1, 32, 32), (3, 32, 32), (1, 64, 64), (3, 64, 64)]
+)
 @pytest.mark.parametrize("cond", [0, 10])
 def test_shapes_with_leading_sample_dims(net, shape, cond):
     enc = build_encoder(net, shape, out_dim=8, hidden=(64, 32), cond_dim=cond)
@@ -54,3 +56,17 @@ def test_tanh_activation_for_the_iwae_paper_nets():
     enc = build_encoder("mlp", (1, 28, 28), out_dim=100, hidden=(200, 200), activation="tanh")
     kinds = [type(m).__name__ for m in enc.net]
     assert kinds == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
+
+
+def test_gated_layers_are_value_times_sigmoid_gate_and_train_both_halves():
+    torch.manual_seed(0)
+    enc = build_encoder("gated", (1, 28, 28), out_dim=80, hidden=(300, 300))
+    kinds = [type(m).__name__ for m in enc.net]
+    assert kinds == ["GatedDense", "GatedDense", "Linear"]  # the VampPrior codebase's 300-300
+    layer = enc.net[0]
+    x = torch.rand(4, 784)
+    w, b = layer.linear.weight, layer.linear.bias
+    value, gate = x @ w[:300].T + b[:300], x @ w[300:].T + b[300:]
+    torch.testing.assert_close(layer(x), value * torch.sigmoid(gate))
+    enc(torch.rand(4, 1, 28, 28)).pow(2).sum().backward()
+    assert w.grad[:300].abs().sum() > 0 and w.grad[300:].abs().sum() > 0

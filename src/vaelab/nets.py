@@ -1,4 +1,5 @@
-"""Encoder and decoder builders: an MLP and the conv net of the TensorFlow 2 VAE tutorial.
+"""Encoder and decoder builders: an MLP, a gated MLP and the conv net of the TensorFlow 2 VAE
+tutorial.
 
 Encoders map x [B, C, H, W] (and an optional condition c [B, cond_dim], e.g. a one-hot label)
 to a flat vector [B, out_dim]. Decoders map z [..., latent] (any leading dims: (B,) or (K, B))
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from vaelab.errors import VaelabError
 
-NETS = ("mlp", "conv")
+NETS = ("mlp", "gated", "conv")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # tanh: the IWAE paper's nets
 ImageShape = tuple[int, int, int]
 
@@ -30,6 +31,30 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class GatedDense(nn.Module):
+    """h = (W1 x + b1) * sigmoid(W2 x + b2): the gated dense layer of the VampPrior codebase
+    (Tomczak & Welling 2018, after Dauphin et al. 2017); one matmul for both halves."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, 2 * out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = self.linear(x).chunk(2, dim=-1)
+        return value * torch.sigmoid(gate)
+
+
+def gated_mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Gated dense layers, then a plain linear output layer."""
+    pairs = zip(sizes[:-2], sizes[1:-1], strict=True)
+    layers: list[nn.Module] = [GatedDense(a, b) for a, b in pairs]
+    return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+
+def _body(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    return gated_mlp(sizes) if activation == "gated" else mlp(sizes, activation)
+
+
 def _with_condition(h: Tensor, c: Tensor | None) -> Tensor:
     return h if c is None else torch.cat([h, c.expand(*h.shape[:-1], c.shape[-1])], dim=-1)
 
@@ -38,7 +63,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, image_shape: ImageShape, out_dim: int, hidden: Sequence[int],
                  cond_dim: int = 0, activation: str = "relu"):  # fmt: skip
         super().__init__()
-        self.net = mlp([math.prod(image_shape) + cond_dim, *hidden, out_dim], activation)
+        self.net = _body([math.prod(image_shape) + cond_dim, *hidden, out_dim], activation)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         return self.net(_with_condition(x.flatten(1), c))
@@ -50,7 +75,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.image_shape = tuple(image_shape)
         sizes = [latent_dim + cond_dim, *reversed(hidden), math.prod(image_shape)]
-        self.net = mlp(sizes, activation)
+        self.net = _body(sizes, activation)
 
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         out = self.net(_with_condition(z, c))
@@ -122,10 +147,11 @@ def build_encoder(
     cond_dim: int = 0,
     activation: str = "relu",
 ) -> nn.Module:
-    """An encoder x [B, C, H, W] (+ c) -> [B, out_dim]; `hidden` and `activation` apply to
-    the MLP only (the conv net is the tutorial's, with ReLU)."""
+    """An encoder x [B, C, H, W] (+ c) -> [B, out_dim]; `hidden` applies to the MLPs and
+    `activation` to the plain one (the conv net is the tutorial's, with ReLU)."""
     _check_net(net)
-    if net == "mlp":
+    if net in ("mlp", "gated"):
+        activation = "gated" if net == "gated" else activation
         return MLPEncoder(image_shape, out_dim, hidden, cond_dim, activation)
     return ConvEncoder(image_shape, out_dim, cond_dim)
 
@@ -140,6 +166,7 @@ def build_decoder(
 ) -> nn.Module:
     """A decoder z [..., latent] (+ c) -> raw outputs [..., C, H, W]."""
     _check_net(net)
-    if net == "mlp":
+    if net in ("mlp", "gated"):
+        activation = "gated" if net == "gated" else activation
         return MLPDecoder(image_shape, latent_dim, hidden, cond_dim, activation)
     return ConvDecoder(image_shape, latent_dim, cond_dim)

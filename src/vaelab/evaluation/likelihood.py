@@ -22,7 +22,8 @@ def elbo(model: Model, x: Tensor, y: Tensor | None = None,
          generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
     """Per-image ELBO (B,) with one sample and the analytic KL (whatever the model's beta)."""
     q = model.encode(x, y)
-    return model.decode(q.rsample((), generator), y).log_prob(x) - q.kl_to_standard_normal()
+    z = q.rsample((), generator)
+    return model.decode(z, y).log_prob(x) - model.kl_estimate(q, z)
 
 
 @torch.no_grad()
