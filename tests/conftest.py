@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,3 +58,23 @@ def digits(mnist_sample) -> tuple[torch.Tensor, torch.Tensor]:
     """64 binarized test digits and their labels."""
     x = (mnist_sample.test_images[:64].float() / 255 > 0.5).float()
     return x, mnist_sample.test_labels[:64]
+
+
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_file(pixels: np.ndarray, color_type: int) -> bytes:
+    """A PNG written by hand from (H, W[, C]) uint8 or uint16 samples (bit depth 8 or 16):
+    what Pillow cannot write, such as 16-bit RGB. Colour types: 0 gray, 2 RGB, 6 RGBA."""
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    h, w = pixels.shape[:2]
+    rows = pixels.astype(pixels.dtype.newbyteorder(">")).reshape(h, -1)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)  # filter type 0 on every row
+    header = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )

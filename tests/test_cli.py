@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,21 @@ def test_every_model_trains_and_reports_on_both_nets(model, net, tmp_path):
 def test_label_only_for_conditional_models(trained_run, tmp_path, capsys):
     assert main(["sample", str(trained_run), "--label", "3", "--out", str(tmp_path / "s.png")]) == 2
     assert "--label needs a conditional model" in one_error_line(capsys)
+
+
+def test_the_fashion_protocol_recipe_is_recorded_in_the_run(tmp_path):
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist-protocol.toml"
+    out = tmp_path / "proto"
+    # The recipe on the shipped sample (its data options overridden), for two steps.
+    code = main(["train", "vae", "--config", str(recipe), "--dataset", "mnist-sample",
+                 "--validation", "1000", "--max-steps", "2", "--out", str(out), "--quiet",
+                 "--no-report"])  # fmt: skip
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["data"]["binarization"] == "dynamic" and saved["data"]["test_seed"] == 777
+    assert saved["data"]["validation"] == 1000
+    assert saved["model_config"]["net"] == "gated" and saved["model_config"]["hidden"] == [300, 300]
+    assert saved["model_config"]["latent_dim"] == 40
+    train = saved["train"]
+    assert (train["lr"], train["batch_size"], train["kl_warmup_epochs"]) == (5e-4, 100, 100)
+    assert (train["early_stopping"], train["epochs"]) == (50, 2000)

@@ -4,7 +4,9 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import SHARED_DATA
 from vaelab.cli import main
@@ -32,6 +34,16 @@ def test_python_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs/api-example/report.html").is_file()
 
 
+def make_image_folder(root):
+    """The README's `my-images`: two classes of small noisy colour images."""
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.clip(rng.integers(-30, 30, (12, 10, 3)) + colour, 0, 255)
+            Image.fromarray(np.uint8(pixels)).save(root / name / f"{i}.png")
+
+
 @pytest.mark.slow
 def test_command_line_examples_run(tmp_path, monkeypatch):
     if not (SHARED_DATA / "fashion-mnist").is_dir():
@@ -39,6 +51,7 @@ def test_command_line_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(classifier, "REFERENCE_EPOCHS", 1)
+    make_image_folder(tmp_path / "my-images")
     commands = cli_lines()
     assert len(commands) >= 6
     for argv in commands:
@@ -54,3 +67,5 @@ def test_command_line_examples_run(tmp_path, monkeypatch):
         assert main([*argv, "--quiet"]) == 0, argv
     assert (tmp_path / "samples.png").is_file()
     assert (tmp_path / "runs/vae2/report.html").is_file()
+    assert (tmp_path / "runs/mine/report.html").is_file()
+    assert (tmp_path / "my-samples.png").is_file()

@@ -155,3 +155,91 @@ def test_config_with_unknown_or_mistyped_fields_is_refused(small_data, tmp_path)
         (run / "config.json").write_text(json.dumps(config))
         with pytest.raises(VaelabError, match=message):
             load_run(run)
+
+
+def test_deterministic_runs_repeat_bit_for_bit_and_are_recorded(small_data, tmp_path):
+    def metrics(run):
+        rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "train/samples_per_s"} for r in rows]
+
+    for name in ("a", "b"):
+        train(run_config(deterministic=True), tmp_path / name, quiet=True, data=small_data)
+        assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["train"]["deterministic"] is True
+
+
+def test_deterministic_mode_switches_torch_to_deterministic_algorithms(
+    small_data, tmp_path, monkeypatch
+):
+    from vaelab.training import trainer as trainer_module
+
+    seen = []
+    fit = trainer_module.Trainer.fit
+
+    def spy(self, max_steps=None):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return fit(self, max_steps)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", spy)
+    train(run_config(epochs=1, deterministic=True), tmp_path / "d", quiet=True, data=small_data)
+    train(run_config(epochs=1), tmp_path / "n", quiet=True, data=small_data)
+    assert seen == [True, False]
+
+
+def test_validation_split_early_stopping_and_the_best_weights(small_data, tmp_path):
+    config = run_config(epochs=30, early_stopping=2, lr=3e-2)  # a high rate: it soon overfits
+    config.data.validation = 128
+    trainer = train(config, tmp_path / "r", quiet=True, data=small_data)
+    assert len(trainer.train_x) == 512 - 128 and len(trainer.valid_x) == 128
+    # The validation set is the last 128 training images, binarized once with the test seed.
+    from vaelab.data import binarize_fixed
+
+    expected = binarize_fixed(small_data.train_images[-128:], "dynamic", 777)
+    assert torch.equal(trainer.valid_x, expected)
+    s = trainer.state
+    history = [r["valid/loss"] for r in s.history]
+    assert s.stopped.startswith("early stopping") and s.epoch < 30
+    assert s.best_valid == min(history) and history[s.best_epoch - 1] == s.best_valid
+    assert s.epoch - s.best_epoch == 2  # two epochs without a better one
+    best = tmp_path / "r" / "best"
+    assert json.loads((best / "best.json").read_text())["epoch"] == s.best_epoch
+    _, model = load_run(best)  # a run folder of its own: eval, sample and serve take it
+    last = dict(trainer.model.state_dict())
+    assert any(not torch.equal(last[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_time_budget_stops_at_an_epoch_end_with_a_checkpoint(small_data, tmp_path):
+    config = run_config(epochs=50, time_budget="0.5s")
+    trainer = train(config, tmp_path / "r", quiet=True, data=small_data)
+    assert 1 <= trainer.state.epoch < 50
+    assert trainer.state.stopped == "time budget 0.5s spent"
+    saved = json.loads((tmp_path / "r" / "train_state.json").read_text())
+    assert saved["epoch"] == trainer.state.epoch and saved["step_in_epoch"] == 0
+    # It can go on later: --resume continues, under a new budget of its own.
+    again = resume(tmp_path / "r", quiet=True, data=small_data, max_steps=trainer.state.step + 8)
+    assert again.state.step == trainer.state.step + 8
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"time_budget": "30 minutes"}, "time_budget is '30 minutes': expected a positive"),
+        ({"time_budget": "-5m"}, "expected a positive duration"),
+        ({"early_stopping": -1}, "early_stopping is -1"),
+    ],
+)
+def test_bad_budgets_are_refused(changes, message):
+    with pytest.raises(VaelabError, match=message):
+        TrainConfig(**changes).validate()
+
+
+def test_early_stopping_needs_a_validation_set(small_data, tmp_path):
+    with pytest.raises(VaelabError, match="early_stopping needs a validation set"):
+        train(run_config(early_stopping=3), tmp_path / "r", quiet=True, data=small_data)
+    config = run_config()
+    config.data.validation = 512
+    with pytest.raises(VaelabError, match="validation is 512: the training set has only 512"):
+        train(config, tmp_path / "s", quiet=True, data=small_data)

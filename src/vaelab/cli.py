@@ -8,6 +8,7 @@ sentence on stderr and exit code 2; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -22,6 +23,10 @@ from vaelab.errors import VaelabError
 EXIT_BAD_INPUT = 2
 # Model fields that come from the data, not from the user.
 DERIVED_MODEL_FIELDS = ("image_shape", "num_classes")
+# What an option's name and type do not say (docs/distributed.md for torchrun).
+OPTION_HELP = {"batch-size": "; the global batch: torchrun's ranks split each batch between them"}
+# An image folder's pixels are not binary: a density on them unless --likelihood says otherwise.
+FOLDER_LIKELIHOOD = "gaussian"
 
 
 def _option_table() -> dict[str, tuple[str, Any]]:
@@ -97,6 +102,7 @@ def gather_options(args: argparse.Namespace, table: dict) -> dict[str, Any]:
 def build_run_config(model: str, options: dict[str, Any], table: dict, data):
     """A RunConfig for `model` from checked options and the loaded data's shape."""
     from vaelab.config import from_dict
+    from vaelab.data import is_folder_spec
     from vaelab.models import get_model_class
     from vaelab.training.run import DataConfig, RunConfig, TrainConfig
 
@@ -110,6 +116,8 @@ def build_run_config(model: str, options: dict[str, Any], table: dict, data):
             raise VaelabError(f"--{flag} does not apply to model {model}")
         sections[section][name] = value
     sections["model"]["image_shape"] = list(data.image_shape)
+    if is_folder_spec(options.get("dataset", "")):
+        sections["model"].setdefault("likelihood", FOLDER_LIKELIHOOD)
     if "num_classes" in model_fields and getattr(model_cls, "conditional", False):
         sections["model"]["num_classes"] = data.num_classes or 0
     return RunConfig(
@@ -118,6 +126,15 @@ def build_run_config(model: str, options: dict[str, Any], table: dict, data):
         data=from_dict(DataConfig, sections["data"], "data options"),
         train=from_dict(TrainConfig, sections["train"], "train options"),
     )
+
+
+def data_config(options: dict[str, Any], table: dict):
+    """The DataConfig of the checked options (the data must load before the model is built)."""
+    from vaelab.config import from_dict
+    from vaelab.training.run import DataConfig
+
+    fields = {f.replace("-", "_"): v for f, v in options.items() if table[f][0] == "data"}
+    return from_dict(DataConfig, fields, "data options")
 
 
 def check_resume_options(run_config, options: dict[str, Any], table: dict) -> None:
@@ -143,27 +160,41 @@ def check_resume_options(run_config, options: dict[str, Any], table: dict) -> No
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vaelab.data import load_dataset
-    from vaelab.training.run import read_config
+    from vaelab.training import distributed
+
+    dist = distributed.setup(args.dist_timeout)  # one process, or one of torchrun's ranks
+    args.quiet = args.quiet or not dist.is_main  # the other ranks train silently
+    try:
+        return train_or_resume(args, dist)
+    finally:
+        distributed.shutdown()
+
+
+def train_or_resume(args: argparse.Namespace, dist) -> int:
+    """A new run, or --resume (also what a torchrun restart does); rank 0 writes the report."""
+    from vaelab.training import distributed
+    from vaelab.training.run import CONFIG_FILE, read_config
     from vaelab.training.trainer import resume, train
     from vaelab.viz.run_report import write_run_report
 
     table = _option_table()
     options = gather_options(args, table)
-    if args.resume:
-        config, _ = read_config(args.resume)
+    run = args.resume
+    if not run and distributed.elastic_restart() and (Path(args.out) / CONFIG_FILE).exists():
+        run = args.out  # torchrun restarted the workers: continue the run they were training
+    if run:
+        config, _ = read_config(run)
         if config.model != args.model:
-            raise VaelabError(f"{args.resume} is a {config.model} run, not {args.model}")
+            raise VaelabError(f"{run} is a {config.model} run, not {args.model}")
         check_resume_options(config, options, table)
-        trainer = resume(
-            args.resume, epochs=options.get("epochs"), max_steps=args.max_steps, quiet=args.quiet
-        )
+        trainer = resume(run, epochs=options.get("epochs"), max_steps=args.max_steps,
+                         quiet=args.quiet)  # fmt: skip
     else:
-        dataset = options.get("dataset", "mnist-sample")
-        data = load_dataset(dataset, options.get("data-dir"))
+        with dist.main_first("loading the data"):  # a download happens once per node
+            data = data_config(options, table).load()
         config = build_run_config(args.model, options, table, data)
         trainer = train(config, args.out, max_steps=args.max_steps, quiet=args.quiet, data=data)
-    if not args.no_report:
+    if not args.no_report and dist.is_main:
         report = write_run_report(trainer.run_dir, trainer=trainer)
         _say(args, f"report: {report}")
     _say(args, f"run: {trainer.run_dir} (epoch {trainer.state.epoch}, step {trainer.state.step})")
@@ -302,9 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue RUN exactly where it stopped")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others before it stops "
+                        "with an error (default 600)")  # fmt: skip
     for flag, (section, tp) in _option_table().items():
         switch = {"nargs": "?", "const": "true"} if tp is bool else {}  # --flag means true
-        p.add_argument(f"--{flag}", help=f"{section}: {type_name(tp)}", **switch)
+        note = OPTION_HELP.get(flag, "")
+        p.add_argument(f"--{flag}", help=f"{section}: {type_name(tp)}{note}", **switch)
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
@@ -373,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vaelab.training.runtime import tune_allocator
 
         tune_allocator()  # fewer page faults per training step (see training/runtime.py)
+        if args.command != "train" and os.environ.get("WORLD_SIZE", "1") != "1":
+            raise VaelabError(f"only vaelab train runs under torchrun: start vaelab "
+                              f"{args.command} as one process")  # fmt: skip
         return args.func(args)
     except VaelabError as err:
         if args.debug:

@@ -1,4 +1,5 @@
-"""Image data: strict IDX files, named datasets (find, download, verify) and batching."""
+"""Image data: strict IDX files, named datasets (find, download, verify), image folders and
+batching."""
 
 from vaelab.data.batches import (
     BINARIZATIONS,
@@ -15,11 +16,13 @@ from vaelab.data.catalog import (
     download_file,
     load_dataset,
 )
+from vaelab.data.folder import FolderOptions, is_folder_spec, load_folder
 from vaelab.data.idx import read_idx, read_idx_pair, write_idx
 
 __all__ = [
     "BINARIZATIONS",
     "Checksum",
+    "FolderOptions",
     "ImageData",
     "binarize",
     "binarize_fixed",
@@ -28,7 +31,9 @@ __all__ = [
     "describe_datasets",
     "download_file",
     "epoch_batches",
+    "is_folder_spec",
     "load_dataset",
+    "load_folder",
     "read_idx",
     "read_idx_pair",
     "write_idx",

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from tqdm import tqdm
 from vaelab.data.idx import check_pair, content_md5, read_idx, read_idx_pair
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_open
+
+if TYPE_CHECKING:
+    from vaelab.data.folder import FolderOptions
 
 __all__ = [
     "CATALOG",
@@ -199,25 +202,35 @@ _SAMPLE_TRAIN = 9000
 
 
 def dataset_names() -> list[str]:
-    """The named datasets that `load_dataset` knows (besides `idx:PATH`)."""
+    """The named datasets that `load_dataset` knows (besides `idx:PATH` and `folder:PATH`)."""
     return [SAMPLE_NAME, *CATALOG]
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> ImageData:
-    """Load a named dataset (`dataset_names()`) or `idx:PATH` into memory.
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    folder: FolderOptions | None = None,
+) -> ImageData:
+    """Load a named dataset (`dataset_names()`), `idx:PATH` or `folder:PATH` into memory.
 
     Named datasets are looked up in `data_dir` alone when it is given, otherwise in
     `$VAELAB_DATA`, the user cache and system folders, then downloaded into the user cache
-    (when `download`), each file checked against its known md5s.
+    (when `download`), each file checked against its known md5s. `folder` says how the images
+    of `folder:PATH` become tensors (see vaelab.data.folder).
     """
+    if name.startswith("folder:"):
+        from vaelab.data.folder import load_folder  # folder.py builds on this module
+
+        return load_folder(name, folder)
     if name.startswith("idx:"):
         return _load_idx_spec(name)
     if name == SAMPLE_NAME:
         return _load_sample()
     if name not in CATALOG:
         raise VaelabError(
-            f"Dataset {name!r} is unknown; expected one of {', '.join(dataset_names())} "
-            "or idx:PATH."
+            f"Dataset {name!r} is unknown; expected one of {', '.join(dataset_names())}, "
+            "idx:PATH or folder:PATH."
         )
     entry = CATALOG[name]
     folder = _locate(entry, data_dir, download)

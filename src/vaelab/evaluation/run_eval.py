@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vaelab.data import binarize_fixed, load_dataset
+from vaelab.data import binarize_fixed
 from vaelab.errors import VaelabError
 from vaelab.evaluation.classifier import reference_classifier
 from vaelab.evaluation.diagnostics import active_units, kl_per_dim, posterior_means
@@ -102,7 +102,7 @@ def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test",
     run_dir = Path(run_dir)
     config, raw = read_config(run_dir)
     _, model = load_run(run_dir)
-    data = load_dataset(config.data.dataset, config.data.data_dir)
+    data = config.data.load()
     binarization = raw.get("binarization", config.data.resolved_binarization(
         config.model_config.likelihood))  # fmt: skip
     images, labels = split_data(data, split)

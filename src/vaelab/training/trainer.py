@@ -8,7 +8,9 @@ checkpointed, so a resumed run continues bit for bit where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +18,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vaelab.data import ImageData, binarize, binarize_fixed, epoch_batches, load_dataset
+from vaelab.data import ImageData, binarize, binarize_fixed, epoch_batches
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_text
 from vaelab.models import Batch, Model, StepContext, build_model
-from vaelab.training import checkpoint
+from vaelab.training import checkpoint, distributed
 from vaelab.training.events import EventWriter
 from vaelab.training.run import CONFIG_FILE, RunConfig, read_config, write_config
 from vaelab.training.schedules import derived_seed, kl_warmup, lr_factor
 
 METRICS_FILE = "metrics.jsonl"
-PERM, BINARIZE = 0, 1  # purposes of derived seeds
+PERM, BINARIZE, NOISE = 0, 1, 2  # purposes of derived seeds
 
 
 def make_adam(params: list, lr: float) -> torch.optim.Adam:
@@ -34,6 +36,29 @@ def make_adam(params: list, lr: float) -> torch.optim.Adam:
     CPU by `vaelab bench`) where every parameter is a float tensor it supports."""
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool):
+    """With `enabled`: torch's deterministic algorithms (an op without one raises instead of
+    varying), cuDNN without autotuning, and the cuBLAS workspace setting that makes its matmuls
+    repeatable; the previous settings come back afterwards. Seeds come from the run's seed
+    either way (weights, noise, order and binarization: see the module docstring)."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              os.environ.get("CUBLAS_WORKSPACE_CONFIG"))  # fmt: skip
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        if before[2] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 class TrainingDiverged(VaelabError):
@@ -48,13 +73,16 @@ class TrainState:
     bad_steps: int = 0  # non-finite steps in a row
     skipped_steps: int = 0  # non-finite steps in all
     history: list | None = None
+    best_valid: float | None = None  # the lowest validation loss so far (best/ holds its weights)
+    best_epoch: int = 0
+    stopped: str | None = None  # why training ended before its epochs: early stopping, budget
 
     def to_json(self) -> dict:
         return {**self.__dict__, "history": self.history or []}
 
 
 def load_run_data(config: RunConfig) -> ImageData:
-    data = load_dataset(config.data.dataset, config.data.data_dir)
+    data = config.data.load()
     shape = tuple(config.model_config.image_shape)
     if data.image_shape != shape:
         raise VaelabError(
@@ -65,21 +93,54 @@ def load_run_data(config: RunConfig) -> ImageData:
 
 
 class Trainer:
-    """Trains `model` on `data` into `run_dir`; `fit` returns when done or at `max_steps`."""
+    """Trains `model` on `data` into `run_dir`; `fit` returns when done or at `max_steps`.
+
+    Under torchrun every rank runs a Trainer; `dist` (training/distributed.py) shards the
+    batches, averages the gradients and sums the metrics, and only rank 0 writes."""
 
     def __init__(
-        self, run_dir: Path, config: RunConfig, data: ImageData, model: Model, quiet: bool = False
+        self,
+        run_dir: Path,
+        config: RunConfig,
+        data: ImageData,
+        model: Model,
+        quiet: bool = False,
+        dist: distributed.Single | None = None,
     ):
-        self.run_dir, self.config, self.quiet = run_dir, config, quiet
-        self.device = torch.device(config.train.device)
+        self.dist = dist or distributed.current()
+        self.run_dir, self.config = run_dir, config
+        self.quiet = quiet or not self.dist.is_main
+        if config.train.batch_size < self.dist.world_size:
+            raise VaelabError(
+                f"batch_size is {config.train.batch_size}: the global batch needs at least one "
+                f"image for each of the {self.dist.world_size} ranks"
+            )
+        self.device = self.dist.device(config.train.device)
         self.model = model.to(self.device)
         self.phases = model.phases()
         self.optimizers = {
             p.name: make_adam(p.parameters, config.train.lr * p.lr_scale) for p in self.phases
         }
         self.binarization = config.data.resolved_binarization(config.model_config.likelihood)
-        self.train_x = data.train_images.to(self.device)
-        self.train_y = None if data.train_labels is None else data.train_labels.to(self.device)
+        train_x, train_y = data.train_images, data.train_labels
+        n_valid = config.data.validation
+        if n_valid >= len(train_x):
+            raise VaelabError(
+                f"validation is {n_valid}: the training set has only {len(train_x)} images"
+            )
+        if config.train.early_stopping and not n_valid:
+            raise VaelabError("early_stopping needs a validation set: set validation (images)")
+        self.valid_x = self.valid_y = None
+        if n_valid:  # the last N training images, binarized once like the test set
+            valid = train_x[len(train_x) - n_valid :]
+            self.valid_x = binarize_fixed(valid, self.binarization, config.data.test_seed)
+            self.valid_x = self.valid_x.to(self.device)
+            if train_y is not None:
+                self.valid_y = train_y[len(train_x) - n_valid :].to(self.device)
+            train_x = train_x[: len(train_x) - n_valid]
+            train_y = None if train_y is None else train_y[: len(train_y) - n_valid]
+        self.train_x = train_x.to(self.device)
+        self.train_y = None if train_y is None else train_y.to(self.device)
         self.test_x = binarize_fixed(data.test_images, self.binarization, config.data.test_seed).to(
             self.device
         )
@@ -100,29 +161,42 @@ class Trainer:
         return rng
 
     def save(self) -> None:
-        checkpoint.save_checkpoint(
-            self.run_dir, self.model, self.optimizers, self.rng_state(), self.state.to_json()
-        )
+        rng = self.dist.gather_rng(self.rng_state())  # every rank's: each has its own noise
+        if self.dist.is_main:
+            checkpoint.save_checkpoint(
+                self.run_dir, self.model, self.optimizers, rng, self.state.to_json()
+            )
 
     def restore(self) -> None:
         checkpoint.load_weights(self.run_dir, self.model)
         saved, rng = checkpoint.load_train_state(self.run_dir, self.optimizers)
         fields = TrainState.__dataclass_fields__
         self.state = TrainState(**{k: v for k, v in saved.items() if k in fields})
+        rng = self.dist.own_rng(rng)
+        if rng is None:  # a rank the run did not have before: fresh noise of its own
+            seed, step = self.config.train.seed, self.state.step
+            torch.manual_seed(self.dist.seed(seed, NOISE, step))
+            self.bin_gen.manual_seed(self.dist.seed(seed, BINARIZE, step))
+            return
         torch.set_rng_state(rng["torch"])
         self.bin_gen.set_state(rng["binarize"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # -- one step ----------------------------------------------------------------------------
-    def train_step(self, batch: Batch, ctx: StepContext, sums: dict, counts: dict) -> bool:
-        """Run every phase on the batch; a phase with a non-finite loss or gradient is skipped."""
-        all_ok = True
+    def train_step(
+        self, batch: Batch, ctx: StepContext, sums: dict, counts: dict, share: float = 1.0
+    ) -> bool:
+        """Run every phase on the batch; a phase with a non-finite loss or gradient is skipped.
+
+        `share`: this rank's part of the global batch (its gradient's weight; 0: a stand-in)."""
+        all_ok, images = True, len(batch.x) if share else 0
         for phase in self.phases:
             opt = self.optimizers[phase.name]
             opt.zero_grad(set_to_none=True)
             out = self.model.loss(phase.name, batch, ctx)
             out.loss.backward()
+            loss = self.dist.average_gradients(phase.parameters, out.loss.detach(), share)
             grads = [p.grad for p in phase.parameters if p.grad is not None]
             clip = self.config.train.grad_clip
             norm = (
@@ -130,13 +204,13 @@ class Trainer:
                 if clip
                 else torch.nn.utils.get_total_norm(grads)
             )
-            if not torch.isfinite(out.loss.detach() + norm):  # the step's one host sync
+            if not torch.isfinite(loss + norm):  # the step's one host sync
                 all_ok = False
                 continue
             opt.step()
             for key, value in out.metrics.items():  # names are unique across phases
-                sums[key] = sums.get(key, 0.0) + value * len(batch.x)
-                counts[key] = counts.get(key, 0) + len(batch.x)
+                sums[key] = sums.get(key, 0.0) + (value * images if images else 0.0)
+                counts[key] = counts.get(key, 0) + images
         return all_ok
 
     def note_step(self, ok: bool) -> None:
@@ -172,7 +246,7 @@ class Trainer:
         """Train one epoch (or up to max_steps); the epoch's record, or None if cut short."""
         s, cfg = self.state, self.config.train
         if s.step_in_epoch == 0:
-            self.bin_gen.manual_seed(derived_seed(cfg.seed, BINARIZE, s.epoch))
+            self.bin_gen.manual_seed(self.dist.seed(cfg.seed, BINARIZE, s.epoch))
         self.set_learning_rates(s.epoch)
         order = self.epoch_order(s.epoch)
         sums: dict[str, torch.Tensor] = {}  # on the device: read once, at the epoch's end
@@ -192,37 +266,46 @@ class Trainer:
                 bar.close()
                 return None
             ctx = StepContext(s.step, s.epoch, kl_warmup(s.step, len(order), cfg.kl_warmup_epochs))
-            ok = self.train_step(self.batch(idx), ctx, sums, counts)
+            mine, share = self.dist.shard(idx)  # this rank's part of the global batch
+            ok = self.train_step(self.batch(mine), ctx, sums, counts, share)
             s.step, s.step_in_epoch, seen = s.step + 1, s.step_in_epoch + 1, seen + len(idx)
             self.note_step(ok)
             bar.update()
         bar.close()
         seconds = time.perf_counter() - start
         s.epoch, s.step_in_epoch = s.epoch + 1, 0
+        sums, counts = self.dist.sum_metrics(sums, counts)
         record = {"epoch": s.epoch, "step": s.step, "train/samples_per_s": seen / seconds}
         record.update({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
-        record.update({f"test/{k}": v for k, v in self.evaluate().items()})
+        if self.dist.is_main:  # the others go on to the checkpoint and wait there
+            if self.valid_x is not None:
+                valid = self.evaluate(x=self.valid_x, y=self.valid_y)
+                record.update({f"valid/{k}": v for k, v in valid.items()})
+            record.update({f"test/{k}": v for k, v in self.evaluate().items()})
         return record
 
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 1000) -> dict[str, float]:
-        """Test metrics over the test set: the same noise every epoch, and none of the
+    def evaluate(self, batch_size: int = 1000, x=None, y=None) -> dict[str, float]:
+        """Metrics over the test set (or x, y): the same noise every epoch, and none of the
         training RNG stream is used, so evaluating never changes what training does."""
+        if x is None:
+            x, y = self.test_x, self.test_y
         self.model.eval()
         sums: dict[str, torch.Tensor] = {}
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config.data.test_seed)
-            for i in range(0, len(self.test_x), batch_size):
-                y = None if self.test_y is None else self.test_y[i : i + batch_size]
-                batch = Batch(self.test_x[i : i + batch_size], y)
+            for i in range(0, len(x), batch_size):
+                batch = Batch(x[i : i + batch_size], None if y is None else y[i : i + batch_size])
                 for key, value in self.model.evaluate(batch).items():
                     sums[key] = sums.get(key, 0.0) + value * len(batch.x)
         self.model.train()
-        return {k: float(v) / len(self.test_x) for k, v in sums.items()}
+        return {k: float(v) / len(x) for k, v in sums.items()}
 
-    def log_epoch(self, record: dict, events: EventWriter) -> None:
+    def log_epoch(self, record: dict, events: EventWriter | None) -> None:
         self.state.history.append(record)
+        if not self.dist.is_main:
+            return
         lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
         atomic_write_text(self.run_dir / METRICS_FILE, lines)
         for key, value in record.items():
@@ -239,16 +322,47 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> TrainState:
         """Train until config.train.epochs are done or `max_steps` steps in all; checkpoint."""
+        self.dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights
         # purge_step: TensorBoard drops events a killed run logged after this checkpoint.
-        with EventWriter(self.run_dir / "events", purge_step=self.state.step or None) as events:
+        writer = (
+            EventWriter(self.run_dir / "events", purge_step=self.state.step or None)
+            if self.dist.is_main
+            else contextlib.nullcontext()
+        )
+        budget, start = self.config.train.budget_seconds(), time.monotonic()
+        self.state.stopped = None  # a resumed run goes on (and may stop again)
+        with writer as events:
             while self.state.epoch < self.config.train.epochs:
                 record = self.run_epoch(max_steps)
                 if record is not None:
                     self.log_epoch(record, events)
+                    self.track_best(record)
+                    if budget is not None and time.monotonic() - start >= budget:
+                        self.state.stopped = f"time budget {self.config.train.time_budget} spent"
                 self.save()
-                if record is None:
+                if record is None or self.state.stopped:
                     break
+        if self.state.stopped and not self.quiet:
+            tqdm.write(f"stopped after epoch {self.state.epoch}: {self.state.stopped}")
         return self.state
+
+    def track_best(self, record: dict) -> None:
+        """Keep the weights of the best validation loss in best/ (a run folder of its own),
+        and stop early after `early_stopping` epochs without a better one."""
+        s = self.state
+        loss = record.get("valid/loss")
+        if loss is None:
+            return
+        if s.best_valid is None or loss < s.best_valid:
+            s.best_valid, s.best_epoch = loss, s.epoch
+            if self.dist.is_main:
+                checkpoint.save_best(self.run_dir, self.model, s.epoch, loss)
+        patience = self.config.train.early_stopping
+        if patience and s.epoch - s.best_epoch >= patience:
+            s.stopped = (
+                f"early stopping: no better validation loss in {patience} epochs "
+                f"(best {s.best_valid:.2f} at epoch {s.best_epoch}, kept in {checkpoint.BEST_DIR}/)"
+            )
 
 
 def train(
@@ -258,29 +372,40 @@ def train(
     max_steps: int | None = None,
     quiet: bool = False,
     data: ImageData | None = None,
+    restart: bool = False,
 ) -> Trainer:
-    """Start a new run in `out` (which must not hold one) and train it."""
+    """Start a new run in `out` (which must not hold one, unless `restart`: a run that ended
+    before its first checkpoint starts again) and train it."""
+    dist = distributed.current()
     run_dir = Path(out)
-    if (run_dir / CONFIG_FILE).exists():
+    # torchrun restarted workers that failed before their run's first checkpoint: start again.
+    elastic = distributed.elastic_restart()
+    again = (restart or elastic) and not checkpoint.has_checkpoint(run_dir)
+    if (run_dir / CONFIG_FILE).exists() and not again:
         raise VaelabError(
             f"{run_dir} already holds a run: pass --resume {run_dir} to continue "
             "it, or choose another --out"
         )
-    data = data or load_run_data(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with dist.main_first("loading the data"):  # its barrier: every rank has checked `out`
+        data = data or load_run_data(config)
     torch.manual_seed(config.train.seed)  # initial weights and the reparameterization noise
     model = build_model(config.model, config.model_config)
-    write_config(
-        run_dir,
-        config,
-        {
-            "dataset_source": data.source,
-            "split": data.split,
-            "binarization": config.data.resolved_binarization(config.model_config.likelihood),
-        },
-    )
-    trainer = Trainer(run_dir, config, data, model, quiet)
-    trainer.fit(max_steps)
+    if dist.rank:  # the other ranks draw reparameterization noise of their own
+        torch.manual_seed(dist.seed(config.train.seed, NOISE))
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(
+            run_dir,
+            config,
+            {
+                "dataset_source": data.source,
+                "split": data.split,
+                "binarization": config.data.resolved_binarization(config.model_config.likelihood),
+            },
+        )
+    trainer = Trainer(run_dir, config, data, model, quiet, dist)
+    with determinism(config.train.deterministic):
+        trainer.fit(max_steps)
     return trainer
 
 
@@ -292,17 +417,27 @@ def resume(
     quiet: bool = False,
     data: ImageData | None = None,
 ) -> Trainer:
-    """Continue a run exactly where its last checkpoint stopped (optionally to more epochs)."""
+    """Continue a run exactly where its last checkpoint stopped (optionally to more epochs); a
+    run killed before its first checkpoint starts again from its config."""
+    dist = distributed.current()
     run_dir = Path(run_dir)
     config, raw = read_config(run_dir)
+    if not checkpoint.has_checkpoint(run_dir) and not (run_dir / checkpoint.COMMIT).exists():
+        if epochs is not None:
+            config.train.epochs = epochs
+        return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True)
     if epochs is not None and epochs != config.train.epochs:
         config.train.epochs = epochs
         config.train.validate()
         facts = {k: v for k, v in raw.items() if k not in config.to_json()}
         facts.pop("versions", None)
-        write_config(run_dir, config, facts)
-    data = data or load_run_data(config)
-    trainer = Trainer(run_dir, config, data, build_model(config.model, config.model_config), quiet)
+        if dist.is_main:
+            write_config(run_dir, config, facts)
+    with dist.main_first("loading the data"):
+        data = data or load_run_data(config)
+    model = build_model(config.model, config.model_config)
+    trainer = Trainer(run_dir, config, data, model, quiet, dist)
     trainer.restore()
-    trainer.fit(max_steps)
+    with determinism(config.train.deterministic):
+        trainer.fit(max_steps)
     return trainer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.data import binarize_fixed, load_dataset
+from vaelab.data import binarize_fixed
 from vaelab.evaluation.run_eval import EVAL_FILE
 from vaelab.models import Model
 from vaelab.training.run import RunConfig, load_run, read_config
@@ -43,7 +43,7 @@ def read_history(run_dir: Path) -> list[dict]:
 
 def test_set(config: RunConfig, binarization: str):
     """The run's test images (binarized as in training), labels and class names."""
-    data = load_dataset(config.data.dataset, config.data.data_dir)
+    data = config.data.load()
     x = binarize_fixed(data.test_images, binarization, config.data.test_seed)
     return x, data.test_labels, data.class_names
 

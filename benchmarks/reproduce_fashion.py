@@ -1,0 +1,79 @@
+"""The Fashion-MNIST protocol against its published rows: VAE, IWAE k=5 and VAE + VampPrior.
+
+    python benchmarks/reproduce_fashion.py --data-dir ../shared/data/fashion-mnist --budget 30m
+
+Each model trains with configs/fashion-mnist-protocol.toml (z=40, gated 300-300, Adam 5e-4,
+batch 100, KL warm-up 100 epochs, early stopping on the validation ELBO, patience 50) under the
+same wall-clock budget, then its best validation epoch (RUN/best) is evaluated by `vaelab eval`
+with k importance samples on the test images. Writes benchmarks/results/reproduce_fashion.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from vaelab.cli import main as vaelab
+from vaelab.evaluation.run_eval import evaluate_run
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist-protocol.toml"
+RUNS = [  # (label, vaelab train arguments after the recipe, published test NLL in nats)
+    ("VAE, Gaussian prior", ["vae"], 228.70),
+    ("IWAE k=5", ["iwae", "--k", "5"], None),
+    ("VAE + VampPrior (K=500)", ["vae", "--prior", "vamp"], 227.35),
+]
+PUBLISHED = {"Exemplar VAE": 226.75, "2-layer hierarchical VAE": 227.37}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--budget", default="30m", help="wall-clock training budget per model")
+    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--limit", type=int, help="evaluate the first N test images only")
+    parser.add_argument("--only", help="comma-separated labels of RUNS")
+    parser.add_argument("--runs", default="runs/fashion-protocol")
+    parser.add_argument("--out", default="benchmarks/results/reproduce_fashion.json")
+    args = parser.parse_args()
+    rows = []
+    for label, train_args, published in RUNS:
+        if args.only and label not in args.only.split(","):
+            continue
+        out = Path(args.runs) / "-".join(a.strip("-") for a in train_args)
+        argv = ["train", train_args[0], "--config", str(RECIPE), *train_args[1:], "--time-budget",
+                args.budget, "--out", str(out), "--quiet", "--no-report"]  # fmt: skip
+        if args.data_dir:
+            argv += ["--data-dir", args.data_dir]
+        start = time.perf_counter()
+        if vaelab(argv) != 0:
+            raise SystemExit(f"training failed: vaelab {' '.join(argv)}")
+        train_seconds = time.perf_counter() - start
+        state = json.loads((out / "train_state.json").read_text())
+        start = time.perf_counter()
+        result = evaluate_run(out / "best", k=args.k, limit=args.limit)
+        row = {"model": label, "published_nll": published, "budget": args.budget,
+               "train_seconds": round(train_seconds), "epochs": state["epoch"],
+               "best_epoch": state["best_epoch"], "stopped": state.get("stopped"),
+               "best_valid_neg_elbo": state["best_valid"], "test_neg_elbo": result["neg_elbo"],
+               "test_nll": result["nll"], "test_nll_se": result["nll_se"],
+               "test_images": result["images"], "k": args.k,
+               "eval_seconds": round(time.perf_counter() - start)}  # fmt: skip
+        rows.append(row)
+        gap = "" if published is None else f" (published {published:.2f})"
+        print(f"{label}: test NLL {row['test_nll']:.2f} +- {row['test_nll_se']:.2f}{gap}, "
+              f"{row['epochs']} epochs in {row['train_seconds']} s", flush=True)  # fmt: skip
+    machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+               "platform": platform.platform()}  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "published_others": PUBLISHED, "rows": rows},
+                              indent=2) + "\n")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
