@@ -127,6 +127,36 @@ def test_probes_on_separable_and_random_labels():
     assert knn_accuracy(noise[:300], labels[:300], noise[300:], labels[300:]) < 0.45
 
 
+def test_the_newton_probe_reaches_the_lbfgs_optimum_of_the_same_objective():
+    from vaelab.evaluation.probes import fit_logistic
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(600, 5, generator=gen, dtype=torch.float64)
+    y = (z[:, :2] @ torch.tensor([[1.0, -1.0, 0.5], [0.3, 0.8, -1.2]], dtype=torch.float64)
+         + 0.8 * torch.randn(600, 3, generator=gen, dtype=torch.float64)).argmax(1)  # fmt: skip
+
+    def objective(w, b):
+        return torch.nn.functional.cross_entropy(z @ w + b, y) + 1e-3 * w.pow(2).sum()
+
+    w, b = fit_logistic(z, y, 3, weight_decay=1e-3)
+    ref_w = torch.zeros(5, 3, dtype=torch.float64, requires_grad=True)
+    ref_b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ref_w, ref_b], max_iter=500, tolerance_grad=1e-12,
+                            tolerance_change=1e-14, line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure():
+        opt.zero_grad()
+        loss = objective(ref_w, ref_b)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert objective(w, b) <= objective(ref_w, ref_b).detach() + 1e-9
+    torch.testing.assert_close(w, ref_w.detach(), atol=1e-4, rtol=0)
+    # Logits are defined up to one shift per row: compare the biases centred.
+    torch.testing.assert_close(b - b.mean(), (ref_b - ref_b.mean()).detach(), atol=1e-4, rtol=0)
+
+
 def test_reference_classifier_is_cached_as_safetensors(tmp_path, monkeypatch, small_data):
     x, y = small_data.train_images[:256], small_data.train_labels[:256]
     monkeypatch.setattr(clf_module, "REFERENCE_EPOCHS", 1)

@@ -12,25 +12,61 @@ def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
     return (train - mean) / std, (test - mean) / std
 
 
+def fit_logistic(z: Tensor, y: Tensor, classes: int, weight_decay: float = 1e-4,
+                 steps: int = 50, tol: float = 1e-10) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Multinomial logistic regression by Newton's method with a backtracking line search:
+    minimises mean cross-entropy + weight_decay * |W|^2 over W (d, C) and b (C) (float64).
+
+    The Hessian of the (C (d + 1))-sized problem is one matmul, so a probe on 20-D codes
+    converges in about ten steps, exactly, and without torch.optim (whose first use imports
+    torch._dynamo: 1.5 s of `vaelab eval` on its own).
+    """
+    n, d = z.shape
+    features = torch.cat([z, torch.ones(n, 1, dtype=z.dtype)], dim=1)  # (n, d + 1)
+    theta = torch.zeros(d + 1, classes, dtype=z.dtype)  # last row: the biases
+    onehot = torch.nn.functional.one_hot(y, classes).to(z.dtype)
+    ridge = torch.full((d + 1,), 2 * weight_decay, dtype=z.dtype)
+    ridge[-1] = 0.0  # the biases are not penalised
+
+    def objective(t: Tensor) -> Tensor:
+        return F.cross_entropy(features @ t, y) + weight_decay * t[:-1].pow(2).sum()
+
+    loss = objective(theta)
+    for _ in range(steps):
+        prob = torch.softmax(features @ theta, dim=1)  # (n, C)
+        grad = features.T @ (prob - onehot) / n + ridge[:, None] * theta  # (d + 1, C)
+        # H = mean_n (diag(p) - p p^T) kron x x^T, ordered (class, feature).
+        px = (prob[:, :, None] * features[:, None, :]).reshape(n, -1)  # (n, C (d + 1))
+        diag = torch.einsum("nc,ni,nj->cij", prob, features, features) / n
+        hess = -(px.T @ px) / n + torch.block_diag(*diag)
+        # (softmax is unchanged by one shift of every class's bias: a trace keeps H definite)
+        hess += torch.diag(ridge.clamp_min(1e-10).repeat(classes))
+        step = torch.linalg.solve(hess, grad.T.reshape(-1)).reshape(classes, d + 1).T
+        scale = 1.0
+        while scale > 1e-8:  # backtracking: Newton's full step, halved until the loss falls
+            trial = theta - scale * step
+            new_loss = objective(trial)
+            if new_loss <= loss:
+                break
+            scale /= 2
+        else:
+            break
+        theta, done = trial, loss - new_loss < tol
+        loss = new_loss
+        if done:
+            break
+    return theta[:-1], theta[-1]
+
+
+@torch.no_grad()
 def linear_probe_accuracy(train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y: Tensor,
-                          weight_decay: float = 1e-4, steps: int = 200) -> float:  # fmt: skip
-    """Test accuracy of multinomial logistic regression fitted (L-BFGS, full batch) on the
-    standardized training codes."""
+                          weight_decay: float = 1e-4) -> float:  # fmt: skip
+    """Test accuracy of multinomial logistic regression (L2 weight decay) fitted exactly on
+    the standardized training codes."""
     train_z, test_z = standardize(train_z.double(), test_z.double())
     classes = int(max(train_y.max(), test_y.max())) + 1
-    w = torch.zeros(train_z.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(train_z @ w + b, train_y) + weight_decay * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return ((test_z @ w + b).argmax(1) == test_y).double().mean().item()
+    w, b = fit_logistic(train_z, train_y, classes, weight_decay)
+    return ((test_z @ w + b).argmax(1) == test_y).double().mean().item()
 
 
 @torch.no_grad()
