@@ -78,3 +78,16 @@ def png_file(pixels: np.ndarray, color_type: int) -> bytes:
         + png_chunk(b"IDAT", zlib.compress(raw))
         + png_chunk(b"IEND", b"")
     )
+
+
+def assert_idx_reads_or_refuses(path: Path) -> None:
+    """The IDX fuzzers' oracle: a native array, or the toolkit's own error naming the file."""
+    from vaelab.data import read_idx
+    from vaelab.errors import VaelabError
+
+    try:
+        array = read_idx(path)
+    except VaelabError as err:
+        assert str(path) in str(err)
+    else:
+        assert isinstance(array, np.ndarray) and array.dtype.isnative
