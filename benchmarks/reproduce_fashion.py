@@ -23,7 +23,7 @@ from vaelab.evaluation.run_eval import evaluate_run
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist-protocol.toml"
 RUNS = [  # (label, vaelab train arguments after the recipe, published test NLL in nats)
-    ("VAE, Gaussian prior", ["vae"], 228.70),
+    ("VAE (Gaussian prior)", ["vae"], 228.70),
     ("IWAE k=5", ["iwae", "--k", "5"], None),
     ("VAE + VampPrior (K=500)", ["vae", "--prior", "vamp"], 227.35),
 ]
@@ -36,13 +36,13 @@ def main() -> None:
     parser.add_argument("--budget", default="30m", help="wall-clock training budget per model")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--limit", type=int, help="evaluate the first N test images only")
-    parser.add_argument("--only", help="comma-separated labels of RUNS")
+    parser.add_argument("--only", help="labels of RUNS to run, separated by ;")
     parser.add_argument("--runs", default="runs/fashion-protocol")
     parser.add_argument("--out", default="benchmarks/results/reproduce_fashion.json")
     args = parser.parse_args()
     rows = []
     for label, train_args, published in RUNS:
-        if args.only and label not in args.only.split(","):
+        if args.only and label not in args.only.split(";"):
             continue
         out = Path(args.runs) / "-".join(a.strip("-") for a in train_args)
         argv = ["train", train_args[0], "--config", str(RECIPE), *train_args[1:], "--time-budget",

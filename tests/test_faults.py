@@ -5,7 +5,7 @@ never interrupted.
 Each training process is a real `vaelab train` in its own process. Kills during a save are
 placed exactly: a wrapper makes the process SIGKILL itself at the n-th file replacement of its
 n-th checkpoint (every os.replace of a save: the staged files, the commit record, the renames),
-so every point of the save protocol is hit; kills at random moments cover the rest.
+so every point of the save protocol is hit; kills at random training steps cover the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -172,25 +171,39 @@ def replaces_before_save(dataset: str, tmp_path: Path, save: int) -> int:
     return _COUNTS[save]
 
 
-def test_kills_at_random_moments_resume_to_the_same_weights(dataset, reference, tmp_path):
+# Runs `vaelab train` and SIGKILLs itself when its training step number kill_at begins
+# (counted in this process): argv = [kill_at, *vaelab arguments].
+STEP_KILLER = """
+import os, signal, sys
+from vaelab.training import trainer
+kill_at = int(sys.argv[1])
+count = 0
+real_step = trainer.Trainer.train_step
+def train_step(self, *a, **k):
+    global count
+    count += 1
+    if count == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_step(self, *a, **k)
+trainer.Trainer.train_step = train_step
+from vaelab.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+STEPS_PER_EPOCH = 384 // 32
+
+
+def test_kills_at_random_steps_resume_to_the_same_weights(dataset, reference, tmp_path):
     rng = random.Random(0)
     run = tmp_path / "run"
-    kills = 0
-    for _ in range(6):
-        if finished(run):
-            break
+    for kill in range(3):  # a checkpoint is at an epoch end: a full epoch of steps remains
+        step = rng.randint(1, STEPS_PER_EPOCH)
         args = train_args(dataset, run)
         if (run / "config.json").exists():
             args = ["train", "vae", "--resume", str(run), "--quiet", "--no-report"]
-        proc = subprocess.Popen([sys.executable, "-m", "vaelab", *args], env=env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(rng.uniform(1.5, 4.0))  # start-up is ~1.5 s; an epoch takes a fraction
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
+        argv = [sys.executable, "-c", STEP_KILLER, str(step), *args]
+        code = subprocess.run(argv, env=env(), capture_output=True, timeout=120).returncode
+        assert code == -signal.SIGKILL, (kill, step)
     resume_until_done(dataset, run)
-    assert kills >= 1
     assert_same_weights(run, reference)
 
 
