@@ -49,7 +49,6 @@ def per_image(fn, x: Tensor, y: Tensor | None = None, batch_size: int = 100) -> 
                       for i in range(0, len(x), batch_size)])  # fmt: skip
 
 
-@torch.no_grad()
 def per_image_seeded(fn, x: Tensor, y: Tensor | None, seed: int, batch_size: int = 100,
                      threads: int = 1) -> Tensor:  # fmt: skip
     """fn(x, y, generator) -> (B,) over a whole dataset in batches: (N,). Batch i draws from its

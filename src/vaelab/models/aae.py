@@ -222,8 +222,9 @@ class AAE(Model):
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         """Reconstruction loss (at the posterior mean) and D's accuracy on this batch's codes vs
         as many prior samples."""
-        recon = -self.decode(self.encode(batch.x, batch.y).mean, batch.y).log_prob(batch.x).mean()
-        real, fake = self.adversarial(self.codes(batch.x, batch.y), self.prior_labels(batch.y))
+        q = self.encode(batch.x, batch.y)  # once: the mean reconstructs, a sample meets D
+        recon = -self.decode(q.mean, batch.y).log_prob(batch.x).mean()
+        real, fake = self.adversarial(q.rsample(), self.prior_labels(batch.y))
         return {"loss": recon, "recon": recon, "disc_acc": accuracy(real, fake)}
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
