@@ -122,8 +122,9 @@ class Model(nn.Module):
         self.config = config
         shape, cond = tuple(config.image_shape), config.num_classes
         net, hidden, act = config.net, config.hidden, config.activation
-        self.encoder = build_encoder(net, shape, self.encoder_out_dim(), hidden, cond, act)
-        self.decoder = build_decoder(net, shape, config.latent_dim, hidden, cond, act)
+        film = getattr(config, "conditioning", "concat") == "film"  # the CVAE's option
+        self.encoder = build_encoder(net, shape, self.encoder_out_dim(), hidden, cond, act, film)
+        self.decoder = build_decoder(net, shape, config.latent_dim, hidden, cond, act, film)
         self.likelihood = make_likelihood(config.likelihood, shape, config.gaussian_std)
 
     def encoder_out_dim(self) -> int:

@@ -152,11 +152,12 @@ class RunConfig:
         if not isinstance(data, dict) or not isinstance(data.get("model"), str):
             raise VaelabError(f"{where} does not name a model")
         model_cls = get_model_class(data["model"])
+        fields = data.get("model_config", {})
+        if isinstance(fields, dict):  # a run saved before a field existed means its old value
+            fields = {**getattr(model_cls.config_class, "saved_before", {}), **fields}
         return cls(
             model=data["model"],
-            model_config=from_dict(
-                model_cls.config_class, data.get("model_config", {}), f"{where} model_config"
-            ),
+            model_config=from_dict(model_cls.config_class, fields, f"{where} model_config"),
             data=from_dict(DataConfig, data.get("data", {}), f"{where} data"),
             train=from_dict(TrainConfig, data.get("train", {}), f"{where} train"),
         )
