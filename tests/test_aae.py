@@ -145,7 +145,7 @@ def test_label_aware_aae_needs_labels_but_no_conditional_nets(digits):
 
 def test_phase_losses_are_the_papers(digits):
     x, y = digits
-    model = aae(prior="mixture")
+    model = aae(prior="mixture", disc_r1=0.0)
     batch = Batch(x, y)
     codes = model.encode(x).mean
     recon = model.loss("reconstruction", batch, StepContext())
@@ -161,9 +161,31 @@ def test_phase_losses_are_the_papers(digits):
     torch.testing.assert_close(disc.loss, expected)
     right = (real > 0).sum() + (fake < 0).sum()
     torch.testing.assert_close(disc.metrics["disc_acc"], right / 128.0)
+    assert "disc_r1" not in disc.metrics
     # Metric names are unique across the phases (the trainer sums them under their own key).
     names = [k for p in PHASES for k in model.loss(p, batch, StepContext()).metrics]
     assert len(names) == len(set(names)) == 5
+
+
+def test_r1_penalty_is_half_gamma_times_squared_gradient_on_prior_samples(digits):
+    # A linear D(z) = w.z + b has grad_z D = w everywhere: R1 = |w|^2, the loss gains 5 |w|^2.
+    x, y = digits
+    plain = aae(disc_hidden=(), disc_r1=0.0)
+    model = aae(disc_hidden=(), disc_r1=10.0)
+    model.load_state_dict(plain.state_dict())
+    torch.manual_seed(4)
+    base = plain.loss("discriminator", Batch(x, y), StepContext())
+    torch.manual_seed(4)
+    out = model.loss("discriminator", Batch(x, y), StepContext())
+    w = model.discriminator[0].weight
+    torch.testing.assert_close(out.metrics["disc_r1"], w.pow(2).sum().detach())
+    torch.testing.assert_close(out.loss, base.loss + 5.0 * w.pow(2).sum())
+    # The penalty reaches D's weights: d/dw 5 |w|^2 = 10 w on top of the GAN loss's gradient.
+    (grad,) = torch.autograd.grad(out.loss, w)
+    (base_grad,) = torch.autograd.grad(base.loss, plain.discriminator[0].weight)
+    torch.testing.assert_close(grad, base_grad + 10 * w.detach())
+    with pytest.raises(VaelabError, match="disc_r1"):
+        aae(disc_r1=-1.0)
 
 
 def test_gaussian_posterior_codes_are_reparameterized_samples(digits):

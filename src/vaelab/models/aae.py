@@ -108,6 +108,7 @@ class AAEConfig(ModelConfig):
     label_prior: bool = False  # D sees the one-hot label; class c's prior sample comes from part c
     prior_classes: int = 10  # mixture components / swiss-roll parts (and D's one-hot size)
     disc_hidden: tuple[int, ...] = (256, 256)
+    disc_r1: float = 0.0  # gamma of D's R1 gradient penalty on prior samples (0: none)
 
     def validate(self) -> None:
         super().validate()
@@ -129,6 +130,8 @@ class AAEConfig(ModelConfig):
                 "model label_prior needs a prior with one part per class (mixture or "
                 "swiss-roll), but prior is 'normal'"
             )
+        if not self.disc_r1 >= 0:
+            raise VaelabError(f"model disc_r1 is {self.disc_r1!r}: expected a number >= 0")
         if not all(h > 0 for h in self.disc_hidden):
             raise VaelabError(f"model disc_hidden is {self.disc_hidden!r}: expected positive sizes")
 
@@ -206,11 +209,20 @@ class AAE(Model):
         if phase == "discriminator":
             with torch.no_grad():
                 codes = self.codes(batch.x, batch.y)
-            real, fake = self.adversarial(codes, y)
+            prior = self.prior.sample(len(codes), y, device=codes.device)
+            prior.requires_grad_(self.config.disc_r1 > 0)
+            real, fake = self.discriminate(prior, y), self.discriminate(codes, y)
             # The GAN discriminator loss (Goodfellow et al. 2014, eq. 1): one BCE per input,
             # mean over the batch of each half, so chance (logit 0) is 2 ln 2.
             loss = bce(real, 1.0) + bce(fake, 0.0)
-            return LossOutput(loss, {"disc_loss": loss.detach(), "disc_acc": accuracy(real, fake)})
+            metrics = {"disc_loss": loss.detach(), "disc_acc": accuracy(real, fake)}
+            if self.config.disc_r1 > 0:
+                # R1 (Mescheder et al. 2018): gamma/2 E||grad_z D(z)||^2 on prior samples.
+                (grad,) = torch.autograd.grad(real.sum(), prior, create_graph=True)
+                r1 = grad.pow(2).sum(-1).mean()
+                loss = loss + 0.5 * self.config.disc_r1 * r1
+                metrics["disc_r1"] = r1.detach()
+            return LossOutput(loss, metrics)
         if phase == "generator":
             # Non-saturating generator loss: -log D(f(x)), the encoder as the GAN's generator.
             fake = self.discriminate(self.codes(batch.x, batch.y), y)
