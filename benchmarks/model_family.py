@@ -1,6 +1,6 @@
 """Every model of the family on mnist-sample at the same budget: one table.
 
-    python benchmarks/model_family.py --epochs 20 --latents 2,20
+    python benchmarks/model_family.py --epochs 50 --hidden 400,400 --latents 2,20
 
 Columns: test reconstruction error -log p(x | z = posterior mean) (nats per image, the same
 measure for every model), test negative ELBO (one sample, analytic KL, beta = 1) and the
@@ -36,9 +36,16 @@ MODELS_TO_RUN = [  # (label, registered name, config changes)
     ("IWAE k=5", "iwae", {"k": 5}),
     ("IWAE k=50", "iwae", {"k": 50}),
     ("CVAE", "cvae", {}),
+    ("CVAE (input-only label)", "cvae", {"conditioning": "concat"}),
     ("AAE (mixture prior)", "aae", {"prior": "mixture"}),
+    ("AAE (mixture prior, R1 10)", "aae", {"prior": "mixture", "disc_r1": 10.0}),
     ("AAE (normal prior)", "aae", {"prior": "normal"}),
-    ("AAE (normal prior, Gaussian q)", "aae", {"prior": "normal", "posterior": "gaussian"}),
+    ("AAE (normal prior, R1 10)", "aae", {"prior": "normal", "disc_r1": 10.0}),
+    (
+        "AAE (normal prior, Gaussian q, R1 10)",
+        "aae",
+        {"prior": "normal", "posterior": "gaussian", "disc_r1": 10.0},
+    ),
 ]
 
 
@@ -68,10 +75,11 @@ def evaluate(model, x, y, k_eval, classifier):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--hidden", default="400,400", help="hidden layers of every MLP")
     parser.add_argument("--latents", default="2,20")
     parser.add_argument("--k-eval", type=int, default=1000)
-    parser.add_argument("--only", help="comma-separated labels of MODELS_TO_RUN to run")
+    parser.add_argument("--only", help="labels of MODELS_TO_RUN to run, separated by ;")
     parser.add_argument("--out", default="benchmarks/results/model_family.json")
     args = parser.parse_args()
     data = load_dataset("mnist-sample")
@@ -79,10 +87,12 @@ def main() -> None:
     results = []
     for latent in [int(v) for v in args.latents.split(",")]:
         for label, name, changes in MODELS_TO_RUN:
-            if args.only and label not in args.only.split(","):
+            if args.only and label not in args.only.split(";"):
                 continue
             cls = MODELS[name].config_class
-            fields = {"image_shape": data.image_shape, "latent_dim": latent, **changes}
+            hidden = tuple(int(v) for v in args.hidden.split(","))
+            fields = {"image_shape": data.image_shape, "latent_dim": latent, "hidden": hidden,
+                      **changes}  # fmt: skip
             if name == "cvae":
                 fields["num_classes"] = 10
             if changes.get("prior") == "mixture" and latent != 2:
@@ -94,7 +104,7 @@ def main() -> None:
             trainer = train(config, Path(tempfile.mkdtemp()) / "run", quiet=True, data=data)
             seconds = time.perf_counter() - start
             row = {"model": label, "latent": latent, "epochs": args.epochs,
-                   "train_seconds": round(seconds, 1)}  # fmt: skip
+                   "hidden": list(hidden), "train_seconds": round(seconds, 1)}  # fmt: skip
             row.update(evaluate(trainer.model, trainer.test_x, trainer.test_y, args.k_eval,
                                 classifier))  # fmt: skip
             if "disc_acc" in row:  # the GAN oscillates: D's test accuracy over the last epochs

@@ -5,12 +5,15 @@
 Each model trains with configs/fashion-mnist-protocol.toml (z=40, gated 300-300, Adam 5e-4,
 batch 100, KL warm-up 100 epochs, early stopping on the validation ELBO, patience 50) under the
 same wall-clock budget, then its best validation epoch (RUN/best) is evaluated by `vaelab eval`
-with k importance samples on the test images. Writes benchmarks/results/reproduce_fashion.json.
+with k importance samples on the test images. Adds its rows to benchmarks/results/
+reproduce_fashion.json, replacing earlier rows of the same model and budget (so the runs of one
+table can be measured one at a time: `--only "VAE + VampPrior (K=500)" --budget 60m`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import time
@@ -62,7 +65,8 @@ def main() -> None:
                "best_valid_neg_elbo": state["best_valid"], "test_neg_elbo": result["neg_elbo"],
                "test_nll": result["nll"], "test_nll_se": result["nll_se"],
                "test_images": result["images"], "k": args.k,
-               "eval_seconds": round(time.perf_counter() - start)}  # fmt: skip
+               "eval_seconds": round(time.perf_counter() - start),
+               "date": datetime.date.today().isoformat()}  # fmt: skip
         rows.append(row)
         gap = "" if published is None else f" (published {published:.2f})"
         print(f"{label}: test NLL {row['test_nll']:.2f} +- {row['test_nll_se']:.2f}{gap}, "
@@ -71,6 +75,9 @@ def main() -> None:
                "platform": platform.platform()}  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    new = {(r["model"], r["budget"]) for r in rows}
+    kept = json.loads(out.read_text())["rows"] if out.exists() else []
+    rows = [r for r in kept if (r["model"], r["budget"]) not in new] + rows
     out.write_text(json.dumps({"machine": machine, "published_others": PUBLISHED, "rows": rows},
                               indent=2) + "\n")  # fmt: skip
 
