@@ -209,16 +209,18 @@ class AAE(Model):
         if phase == "discriminator":
             with torch.no_grad():
                 codes = self.codes(batch.x, batch.y)
-            prior = self.prior.sample(len(codes), y, device=codes.device)
-            prior.requires_grad_(self.config.disc_r1 > 0)
-            real, fake = self.discriminate(prior, y), self.discriminate(codes, y)
+            real, fake = self.adversarial(codes, y)
             # The GAN discriminator loss (Goodfellow et al. 2014, eq. 1): one BCE per input,
             # mean over the batch of each half, so chance (logit 0) is 2 ln 2.
             loss = bce(real, 1.0) + bce(fake, 0.0)
             metrics = {"disc_loss": loss.detach(), "disc_acc": accuracy(real, fake)}
             if self.config.disc_r1 > 0:
-                # R1 (Mescheder et al. 2018): gamma/2 E||grad_z D(z)||^2 on prior samples.
-                (grad,) = torch.autograd.grad(real.sum(), prior, create_graph=True)
+                # R1 (Mescheder et al. 2018): gamma/2 E||grad_z D(z)||^2 on prior samples (a
+                # fresh draw: its expectation is the same, and adversarial stays one method).
+                prior = self.prior.sample(len(codes), y, device=codes.device).requires_grad_()
+                (grad,) = torch.autograd.grad(
+                    self.discriminate(prior, y).sum(), prior, create_graph=True
+                )
                 r1 = grad.pow(2).sum(-1).mean()
                 loss = loss + 0.5 * self.config.disc_r1 * r1
                 metrics["disc_r1"] = r1.detach()
