@@ -84,13 +84,13 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("mnist-sample")
     classifier = train_classifier(data.train_images, data.train_labels)
+    hidden = tuple(int(v) for v in args.hidden.split(","))
     results = []
     for latent in [int(v) for v in args.latents.split(",")]:
         for label, name, changes in MODELS_TO_RUN:
             if args.only and label not in args.only.split(";"):
                 continue
             cls = MODELS[name].config_class
-            hidden = tuple(int(v) for v in args.hidden.split(","))
             fields = {"image_shape": data.image_shape, "latent_dim": latent, "hidden": hidden,
                       **changes}  # fmt: skip
             if name == "cvae":

@@ -33,6 +33,9 @@ class ModelConfig:
     gaussian_std: float = 0.1
     num_classes: int = 0  # > 0 only for conditional models
 
+    # What a run saved before a field existed meant (RunConfig.from_json fills them in).
+    saved_before: ClassVar[dict[str, object]] = {}
+
     def validate(self) -> None:
         checks = [
             (
@@ -122,10 +125,14 @@ class Model(nn.Module):
         self.config = config
         shape, cond = tuple(config.image_shape), config.num_classes
         net, hidden, act = config.net, config.hidden, config.activation
-        film = getattr(config, "conditioning", "concat") == "film"  # the CVAE's option
+        film = self.film_conditioning()
         self.encoder = build_encoder(net, shape, self.encoder_out_dim(), hidden, cond, act, film)
         self.decoder = build_decoder(net, shape, config.latent_dim, hidden, cond, act, film)
         self.likelihood = make_likelihood(config.likelihood, shape, config.gaussian_std)
+
+    def film_conditioning(self) -> bool:
+        """Whether the condition also scales and shifts every hidden layer (nets.FiLM)."""
+        return False
 
     def encoder_out_dim(self) -> int:
         return 2 * self.config.latent_dim  # mean and log-variance

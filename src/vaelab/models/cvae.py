@@ -26,7 +26,6 @@ class CVAEConfig(VAEConfig):
     num_classes: int = 10
     conditioning: str = "film"  # or "concat": the label joins only the input layers
 
-    # What a run saved before a field existed meant (RunConfig.from_json fills them in).
     saved_before: ClassVar[dict[str, object]] = {"conditioning": "concat"}
 
     def validate(self) -> None:
@@ -44,3 +43,6 @@ class CVAEConfig(VAEConfig):
 class CVAE(VAE):
     config_class = CVAEConfig
     conditional = True  # the trainer and CLI pass labels; num_classes comes from the data
+
+    def film_conditioning(self) -> bool:
+        return self.config.conditioning == "film"

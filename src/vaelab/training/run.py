@@ -154,7 +154,7 @@ class RunConfig:
         model_cls = get_model_class(data["model"])
         fields = data.get("model_config", {})
         if isinstance(fields, dict):  # a run saved before a field existed means its old value
-            fields = {**getattr(model_cls.config_class, "saved_before", {}), **fields}
+            fields = {**model_cls.config_class.saved_before, **fields}
         return cls(
             model=data["model"],
             model_config=from_dict(model_cls.config_class, fields, f"{where} model_config"),
