@@ -10,7 +10,7 @@ from vaelab.errors import VaelabError
 from vaelab.models import LossOutput
 from vaelab.training import checkpoint
 from vaelab.training.run import DataConfig, RunConfig, TrainConfig, load_run, read_config
-from vaelab.training.trainer import TrainingDiverged, resume, train
+from vaelab.training.trainer import LeanAdam, TrainingDiverged, all_finite, resume, train
 
 
 def run_config(epochs=2, **train):
@@ -243,3 +243,61 @@ def test_early_stopping_needs_a_validation_set(small_data, tmp_path):
     config.data.validation = 512
     with pytest.raises(VaelabError, match="validation is 512: the training set has only 512"):
         train(config, tmp_path / "s", quiet=True, data=small_data)
+
+
+def adam_pair(**options):
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 7)]
+    a = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    lean = LeanAdam(a, lr=1e-2, fused=True, **options)
+    return a, b, lean, torch.optim.Adam(b, lr=1e-2, fused=True, **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"weight_decay": 0.1, "betas": (0.8, 0.9)},
+                                     {"amsgrad": True}])  # fmt: skip
+def test_lean_adam_steps_exactly_as_torch_adam(options):
+    a, b, lean, ref = adam_pair(**options)
+    for step in range(6):
+        for group in (*lean.param_groups, *ref.param_groups):
+            group["lr"] = 1e-2 / (step + 1)  # as the trainer's schedules change it
+        g = [torch.randn(p.shape) for p in a]
+        for params in (a, b):
+            for p, grad in zip(params, g, strict=True):
+                p.grad = grad.clone()
+        if step == 3:  # a step where one parameter has no gradient takes Adam's own path
+            a[1].grad = b[1].grad = None
+        lean.step()
+        ref.step()
+        for pa, pb in zip(a, b, strict=True):
+            assert torch.equal(pa, pb)
+    sa, sb = lean.state_dict(), ref.state_dict()
+    for i in sa["state"]:
+        for key in sb["state"][i]:
+            assert torch.equal(sa["state"][i][key], sb["state"][i][key]), key
+
+
+def test_lean_adam_takes_one_kernel_call_in_the_plain_case(monkeypatch):
+    a, _, lean, _ = adam_pair()
+    for p in a:
+        p.grad = torch.ones_like(p)
+    lean.step()  # the first step creates the state through Adam.step
+    calls = []
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: calls.append(1))
+    lean.step()
+    assert calls == []
+    assert lean._plan(lean.param_groups[0]) is not None
+    lean.param_groups[0]["amsgrad"] = True
+    assert lean._plan(lean.param_groups[0]) is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_sees_one_bad_gradient_element(bad):
+    grads = [torch.zeros(3, 4), torch.ones(5)]
+    assert all_finite(torch.tensor(1.0), grads)
+    assert all_finite(torch.tensor(1.0), [])
+    grads[0][2, 1] = bad
+    assert not all_finite(torch.tensor(1.0), grads)
+    assert not all_finite(torch.tensor(bad), [torch.zeros(2)])
+    # Large finite gradients whose squares would overflow are still finite.
+    assert all_finite(torch.tensor(0.0), [torch.full((4,), 1e30)])
