@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.distributions import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
+from vaelab.distributions import (
+    LOG_2PI,
+    DiagonalGaussian,
+    fast_logsumexp,
+    standard_normal_log_prob,
+)
 from vaelab.errors import VaelabError
 from vaelab.models.base import Batch, LossOutput, Model, ModelConfig, StepContext, register
 
@@ -75,7 +80,7 @@ class VAE(Model):
         weight = torch.cat([-0.5 * inv_var, c.mean * inv_var], dim=-1)  # (K, 2D)
         bias = -0.5 * (z.shape[-1] * LOG_2PI + c.logvar.sum(-1) + (c.mean.pow(2) * inv_var).sum(-1))
         log_n = F.linear(torch.cat([z.pow(2), z], dim=-1), weight, bias)  # (..., K)
-        return torch.logsumexp(log_n, dim=-1) - math.log(len(c.mean))
+        return fast_logsumexp(log_n, dim=-1) - math.log(len(c.mean))
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         c = self.prior_components()
