@@ -157,6 +157,7 @@ def test_fast_logsumexp_equals_torch_logsumexp_in_value_and_gradient():
         assert torch.equal(ours, ref) or torch.allclose(ours, ref, rtol=0, atol=1e-5 * scale)
         (g_ours,) = torch.autograd.grad(ours.sum(), t)
         (g_ref,) = torch.autograd.grad(ref.sum(), t)
-        torch.testing.assert_close(g_ours, g_ref, rtol=1e-4, atol=1e-6)
+        # t - max is rounded at t's own unit in the last place: the tolerance grows with scale.
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-4 * max(1.0, scale / 300), atol=1e-6)
     got = fast_logsumexp(torch.tensor([[0.0, -1e4], [5.0, 5.0]]), dim=0)
     torch.testing.assert_close(got, torch.tensor([5.0 + math.log1p(math.exp(-5.0)), 5.0]))
