@@ -73,13 +73,12 @@ class VAE(Model):
         if self.config.prior != "vamp":
             return standard_normal_log_prob(z)
         c = components if components is not None else self.prior_components()
-        # log N(z; m_k, v_k) = -1/2 (D log 2pi + sum_d log v_kd + sum_d (z_d - m_kd)^2 / v_kd),
-        # expanded in z^2 and z: one linear map of [z^2, z] gives all K at once, with no
-        # (..., K, D) tensor and a single pass over the (..., K) output before the logsumexp.
         inv_var = torch.exp(-c.logvar)  # (K, D)
-        weight = torch.cat([-0.5 * inv_var, c.mean * inv_var], dim=-1)  # (K, 2D)
-        bias = -0.5 * (z.shape[-1] * LOG_2PI + c.logvar.sum(-1) + (c.mean.pow(2) * inv_var).sum(-1))
-        log_n = F.linear(torch.cat([z.pow(2), z], dim=-1), weight, bias)  # (..., K)
+        # sum_d (z_d - m_d)^2 / v_d as matmuls: no (..., K, D) tensor.
+        quad = (
+            z.pow(2) @ inv_var.T - 2 * z @ (c.mean * inv_var).T + (c.mean.pow(2) * inv_var).sum(-1)
+        )
+        log_n = -0.5 * (z.shape[-1] * LOG_2PI + c.logvar.sum(-1) + quad)  # (..., K)
         return fast_logsumexp(log_n, dim=-1) - math.log(len(c.mean))
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
