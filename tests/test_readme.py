@@ -1,6 +1,5 @@
 """The README's commands and its Python example run as written (with small budgets)."""
 
-import re
 import shlex
 from pathlib import Path
 
@@ -16,7 +15,20 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+    """The code blocks fenced as ```language (plain ``` for ""), read fence by fence: a closing
+    fence never opens a block, so prose between blocks is never taken for code."""
+    found, block, keep = [], None, False
+    for line in README.splitlines():
+        if block is None:
+            if line.startswith("```"):
+                block, keep = [], line[3:].strip() == language
+        elif line.strip() == "```":
+            if keep:
+                found.append("\n".join(block) + "\n")
+            block = None
+        else:
+            block.append(line)
+    return found
 
 
 def cli_lines() -> list[list[str]]:
