@@ -6,8 +6,11 @@ Each model trains with configs/fashion-mnist-protocol.toml (z=40, gated 300-300,
 batch 100, KL warm-up 100 epochs, early stopping on the validation ELBO, patience 50) under the
 same wall-clock budget, then its best validation epoch (RUN/best) is evaluated by `vaelab eval`
 with k importance samples on the test images. Adds its rows to benchmarks/results/
-reproduce_fashion.json, replacing earlier rows of the same model and budget (so the runs of one
-table can be measured one at a time: `--only "VAE + VampPrior (K=500)" --budget 60m`).
+reproduce_fashion.json, replacing earlier rows of the same model, budget and decay (so the runs
+of one table can be measured one at a time: `--only "VAE + VampPrior (K=500)" --budget 60m`).
+
+`--lr-decay 0.5` is vaelab's one addition to the published recipe: the learning rate stays at
+5e-4 for the first half of the budget and then falls linearly to 0 at its end.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
     parser.add_argument("--budget", default="30m", help="wall-clock training budget per model")
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=0.0,
+        help="vaelab's addition to the protocol: the learning rate falls "
+        "linearly to 0 over this last share of the budget (0: as published)",
+    )
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--limit", type=int, help="evaluate the first N test images only")
     parser.add_argument("--only", help="labels of RUNS to run, separated by ;")
@@ -47,9 +57,11 @@ def main() -> None:
     for label, train_args, published in RUNS:
         if args.only and label not in args.only.split(";"):
             continue
-        out = Path(args.runs) / "-".join(a.strip("-") for a in train_args)
+        name = "-".join(a.strip("-") for a in train_args)
+        out = Path(args.runs) / (f"{name}-decay{args.lr_decay:g}" if args.lr_decay else name)
         argv = ["train", train_args[0], "--config", str(RECIPE), *train_args[1:], "--time-budget",
-                args.budget, "--out", str(out), "--quiet", "--no-report"]  # fmt: skip
+                args.budget, "--lr-decay", str(args.lr_decay), "--out", str(out), "--quiet",
+                "--no-report"]  # fmt: skip
         if args.data_dir:
             argv += ["--data-dir", args.data_dir]
         start = time.perf_counter()
@@ -60,6 +72,7 @@ def main() -> None:
         start = time.perf_counter()
         result = evaluate_run(out / "best", k=args.k, limit=args.limit)
         row = {"model": label, "published_nll": published, "budget": args.budget,
+               "lr_decay": args.lr_decay,
                "train_seconds": round(train_seconds), "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "stopped": state.get("stopped"),
                "best_valid_neg_elbo": state["best_valid"], "test_neg_elbo": result["neg_elbo"],
@@ -75,9 +88,13 @@ def main() -> None:
                "platform": platform.platform()}  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    new = {(r["model"], r["budget"]) for r in rows}
+
+    def key(row: dict) -> tuple:
+        return row["model"], row["budget"], row.get("lr_decay", 0.0)
+
+    new = {key(r) for r in rows}
     kept = json.loads(out.read_text())["rows"] if out.exists() else []
-    rows = [r for r in kept if (r["model"], r["budget"]) not in new] + rows
+    rows = [r for r in kept if key(r) not in new] + rows
     out.write_text(json.dumps({"machine": machine, "published_others": PUBLISHED, "rows": rows},
                               indent=2) + "\n")  # fmt: skip
 

@@ -1,6 +1,12 @@
 import pytest
 
-from vaelab.training.schedules import derived_seed, kl_warmup, lr_factor
+from vaelab.training.schedules import (
+    decay_factor,
+    derived_seed,
+    kl_warmup,
+    lr_factor,
+    training_progress,
+)
 
 
 def test_burda_schedule_stages():
@@ -25,3 +31,17 @@ def test_derived_seeds_differ_by_purpose_and_epoch():
     seeds = {derived_seed(0, purpose, epoch) for purpose in (0, 1) for epoch in range(50)}
     assert len(seeds) == 100
     assert derived_seed(3, 1, 7) == derived_seed(3, 1, 7)
+
+
+def test_decay_is_flat_then_linear_to_zero():
+    assert [decay_factor(p, 0.25) for p in (0.0, 0.5, 0.75, 0.875, 1.0, 1.2)] == [
+        1.0, 1.0, 1.0, 0.5, 0.0, 0.0
+    ]  # fmt: skip
+    assert decay_factor(0.5, 1.0) == 0.5  # the whole run: linear from the start
+    assert decay_factor(0.99, 0.0) == 1.0  # no decay
+
+
+def test_progress_is_the_larger_share_of_epochs_or_budget():
+    assert training_progress(10, 100, 900.0, None) == 0.1
+    assert training_progress(10, 100, 900.0, 1800.0) == 0.5
+    assert training_progress(90, 100, 900.0, 1800.0) == 0.9

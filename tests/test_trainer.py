@@ -218,9 +218,59 @@ def test_a_time_budget_stops_at_an_epoch_end_with_a_checkpoint(small_data, tmp_p
     assert trainer.state.stopped == "time budget 0.5s spent"
     saved = json.loads((tmp_path / "r" / "train_state.json").read_text())
     assert saved["epoch"] == trainer.state.epoch and saved["step_in_epoch"] == 0
-    # It can go on later: --resume continues, under a new budget of its own.
-    again = resume(tmp_path / "r", quiet=True, data=small_data, max_steps=trainer.state.step + 8)
+    assert saved["seconds"] >= 0.5  # the budget counts the run's training time in all
+    # Spent: a --resume refuses to train on unless given a larger budget.
+    with pytest.raises(VaelabError, match="whole time budget 0.5s: pass a larger --time-budget"):
+        resume(tmp_path / "r", quiet=True, data=small_data)
+    again = resume(tmp_path / "r", quiet=True, data=small_data, max_steps=trainer.state.step + 8,
+                   time_budget="1h")  # fmt: skip
     assert again.state.step == trainer.state.step + 8
+    assert again.state.seconds > saved["seconds"]
+    assert read_config(tmp_path / "r")[0].train.time_budget == "1h"
+
+
+class FakeClock:
+    """trainer.clock that advances `tick` seconds on every reading."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def lr_history(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [round(r["train/lr"] / 1e-3, 6) for r in rows]
+
+
+def test_the_learning_rate_decays_to_zero_over_the_last_share_of_the_epochs(small_data, tmp_path):
+    trainer = train(run_config(epochs=5, lr=1e-3, lr_decay=0.4), tmp_path / "r", quiet=True,
+                    data=small_data)  # fmt: skip
+    # Epoch e starts at progress e/5: the factor is 1 to 0.6, then (1 - p) / 0.4.
+    assert lr_history(tmp_path / "r") == [1.0, 1.0, 1.0, 1.0, 0.5]
+    group = trainer.optimizers["model"].param_groups[0]
+    assert group["lr"] == pytest.approx(0.5e-3)
+
+
+def test_under_a_time_budget_the_learning_rate_decays_with_the_time_spent(
+    small_data, tmp_path, monkeypatch
+):
+    import vaelab.training.trainer as trainer_module
+
+    # Each epoch reads the clock once at its end (and fit once at its start): 10 s per epoch.
+    monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
+    config = run_config(epochs=50, lr=1e-3, lr_decay=0.5, time_budget="60s")
+    trainer = train(config, tmp_path / "r", quiet=True, data=small_data)
+    assert trainer.state.stopped == "time budget 60s spent" and trainer.state.epoch == 6
+    # Epoch e starts after 10 e seconds: progress max(e / 50, 10 e / 60).
+    expected = [min(1.0, (1 - 10 * e / 60) / 0.5) for e in range(6)]
+    assert lr_history(tmp_path / "r") == [round(f, 6) for f in expected]
+    # Resumed with twice the budget, the decay goes on from the time already spent.
+    monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
+    resume(tmp_path / "r", quiet=True, data=small_data, time_budget="100s", max_steps=8 * 7)
+    assert lr_history(tmp_path / "r")[-1] == round((1 - 60 / 100) / 0.5, 6) == 0.8
 
 
 @pytest.mark.parametrize(
@@ -229,6 +279,7 @@ def test_a_time_budget_stops_at_an_epoch_end_with_a_checkpoint(small_data, tmp_p
         ({"time_budget": "30 minutes"}, "time_budget is '30 minutes': expected a positive"),
         ({"time_budget": "-5m"}, "expected a positive duration"),
         ({"early_stopping": -1}, "early_stopping is -1"),
+        ({"lr_decay": 1.5}, "lr_decay is 1.5: expected a share of training from 0 to 1"),
     ],
 )
 def test_bad_budgets_are_refused(changes, message):

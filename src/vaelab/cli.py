@@ -27,6 +27,7 @@ DERIVED_MODEL_FIELDS = ("image_shape", "num_classes")
 OPTION_HELP = {"batch-size": "; the global batch: torchrun's ranks split each batch between them"}
 # An image folder's pixels are not binary: a density on them unless --likelihood says otherwise.
 FOLDER_LIKELIHOOD = "gaussian"
+RESUME_CAN_CHANGE = ("epochs", "time_budget")  # train options a --resume may set anew
 
 
 def _option_table() -> dict[str, tuple[str, Any]]:
@@ -138,7 +139,8 @@ def data_config(options: dict[str, Any], table: dict):
 
 
 def check_resume_options(run_config, options: dict[str, Any], table: dict) -> None:
-    """On --resume only --epochs may change; any other option must equal the run's."""
+    """On --resume only --epochs and --time-budget may change; any other option must equal the
+    run's."""
     for flag, value in options.items():
         section, _ = table[flag]
         name = flag.replace("-", "_")
@@ -147,7 +149,7 @@ def check_resume_options(run_config, options: dict[str, Any], table: dict) -> No
             "data": run_config.data,
             "train": run_config.train,
         }[section]
-        if name == "epochs" or not hasattr(part, name):
+        if name in RESUME_CAN_CHANGE or not hasattr(part, name):
             continue
         saved = getattr(part, name)
         if (list(saved) if isinstance(saved, tuple) else saved) != (
@@ -155,7 +157,7 @@ def check_resume_options(run_config, options: dict[str, Any], table: dict) -> No
         ):
             raise VaelabError(
                 f"--{flag} {value!r} differs from the resumed run's {saved!r}; "
-                "only --epochs and --max-steps may change on --resume"
+                "only --epochs, --time-budget and --max-steps may change on --resume"
             )
 
 
@@ -188,7 +190,7 @@ def train_or_resume(args: argparse.Namespace, dist) -> int:
             raise VaelabError(f"{run} is a {config.model} run, not {args.model}")
         check_resume_options(config, options, table)
         trainer = resume(run, epochs=options.get("epochs"), max_steps=args.max_steps,
-                         quiet=args.quiet)  # fmt: skip
+                         quiet=args.quiet, time_budget=options.get("time-budget"))  # fmt: skip
     else:
         with dist.main_first("loading the data"):  # a download happens once per node
             data = data_config(options, table).load()

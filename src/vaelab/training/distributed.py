@@ -84,6 +84,10 @@ class Single:
     def broadcast_parameters(self, model: nn.Module) -> None:
         pass
 
+    def from_main(self, value: float) -> float:
+        """Rank 0's `value` (a clock reading), so that every rank decides alike."""
+        return value
+
     def barrier(self, what: str) -> None:
         pass
 
@@ -192,6 +196,12 @@ class Ranks(Single):
         with torch.no_grad(), self.collective("taking rank 0's weights"):
             for tensor in model.state_dict().values():
                 dist.broadcast(tensor, 0)
+
+    def from_main(self, value: float) -> float:
+        flat = torch.tensor([value], dtype=torch.float64)  # on the CPU, like the barrier
+        with self.collective("sharing rank 0's clock"):
+            dist.broadcast(flat, 0)
+        return flat.item()
 
     def barrier(self, what: str) -> None:
         with self.collective(what):

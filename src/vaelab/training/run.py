@@ -83,6 +83,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"  # or "burda": the IWAE paper's 3^i-epoch stages
+    lr_decay: float = 0.0  # the learning rate falls linearly to 0 over this last share of training
     seed: int = 0
     grad_clip: float | None = None  # max global gradient norm per phase; None: no clipping
     kl_warmup_epochs: float = 0.0
@@ -90,7 +91,7 @@ class TrainConfig:
     device: str = "cpu"
     deterministic: bool = False  # torch's deterministic algorithms (and cuBLAS's) for the run
     early_stopping: int = 0  # stop after this many epochs without a better validation loss
-    time_budget: str | None = None  # e.g. 30m: stop cleanly at the first epoch end past it
+    time_budget: str | None = None  # e.g. 30m: stop at the first epoch end past it, in all
 
     def validate(self) -> None:
         checks = [
@@ -99,6 +100,7 @@ class TrainConfig:
             (self.lr > 0, "lr", "a positive number"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip", "a positive number"),
             (self.kl_warmup_epochs >= 0, "kl_warmup_epochs", "a number >= 0"),
+            (0 <= self.lr_decay <= 1, "lr_decay", "a share of training from 0 to 1"),
             (self.max_bad_steps >= 1, "max_bad_steps", "an integer >= 1"),
         ]
         for ok, name, expected in checks:

@@ -35,3 +35,19 @@ def lr_factor(schedule: str, epoch: int) -> float:
         stage += 1
         end += 3**stage
     return 10 ** (-stage / 7)
+
+
+def decay_factor(progress: float, fraction: float) -> float:
+    """The learning rate's multiplier at `progress` (0 -> 1) through training when it falls
+    linearly to 0 over the last `fraction` of it (1 before; a warmup-stable-decay schedule
+    without the warm-up). fraction 0 is no decay."""
+    if fraction <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - progress) / fraction))
+
+
+def training_progress(epoch: int, epochs: int, seconds: float, budget: float | None) -> float:
+    """How far (0 -> 1) a run is at the start of `epoch` (0-based): its share of the epochs, or
+    of the time budget when that is the larger (a budgeted run ends with its budget)."""
+    progress = epoch / epochs
+    return progress if budget is None else max(progress, seconds / budget)

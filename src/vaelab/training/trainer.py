@@ -25,9 +25,16 @@ from vaelab.models import Batch, Model, StepContext, build_model
 from vaelab.training import checkpoint, distributed
 from vaelab.training.events import EventWriter
 from vaelab.training.run import CONFIG_FILE, RunConfig, read_config, write_config
-from vaelab.training.schedules import derived_seed, kl_warmup, lr_factor
+from vaelab.training.schedules import (
+    decay_factor,
+    derived_seed,
+    kl_warmup,
+    lr_factor,
+    training_progress,
+)
 
 METRICS_FILE = "metrics.jsonl"
+clock = time.monotonic  # what --time-budget counts (tests replace it)
 PERM, BINARIZE, NOISE = 0, 1, 2  # purposes of derived seeds
 
 
@@ -136,6 +143,7 @@ class TrainState:
     best_valid: float | None = None  # the lowest validation loss so far (best/ holds its weights)
     best_epoch: int = 0
     stopped: str | None = None  # why training ended before its epochs: early stopping, budget
+    seconds: float = 0.0  # training time so far, over every resume (what --time-budget counts)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "history": self.history or []}
@@ -289,11 +297,15 @@ class Trainer:
             for i in epoch_batches(len(self.train_x), self.config.train.batch_size, gen)
         ]
 
-    def set_learning_rates(self, epoch: int) -> None:
-        factor = lr_factor(self.config.train.lr_schedule, epoch)
+    def set_learning_rates(self, epoch: int) -> float:
+        """Set every phase's learning rate for `epoch`; the factor on --lr it applies."""
+        cfg = self.config.train
+        progress = training_progress(epoch, cfg.epochs, self.state.seconds, cfg.budget_seconds())
+        factor = lr_factor(cfg.lr_schedule, epoch) * decay_factor(progress, cfg.lr_decay)
         for phase in self.phases:
             for group in self.optimizers[phase.name].param_groups:
-                group["lr"] = self.config.train.lr * phase.lr_scale * factor
+                group["lr"] = cfg.lr * phase.lr_scale * factor
+        return factor
 
     def batch(self, idx: torch.Tensor) -> Batch:
         x = binarize(self.train_x[idx], self.binarization, self.bin_gen)
@@ -304,7 +316,7 @@ class Trainer:
         s, cfg = self.state, self.config.train
         if s.step_in_epoch == 0:
             self.bin_gen.manual_seed(self.dist.seed(cfg.seed, BINARIZE, s.epoch))
-        self.set_learning_rates(s.epoch)
+        lr = cfg.lr * self.set_learning_rates(s.epoch)
         order = self.epoch_order(s.epoch)
         sums: dict[str, torch.Tensor] = {}  # on the device: read once, at the epoch's end
         counts: dict[str, int] = {}  # images behind each sum (skipped steps add none)
@@ -332,7 +344,8 @@ class Trainer:
         seconds = time.perf_counter() - start
         s.epoch, s.step_in_epoch = s.epoch + 1, 0
         sums, counts = self.dist.sum_metrics(sums, counts)
-        record = {"epoch": s.epoch, "step": s.step, "train/samples_per_s": seen / seconds}
+        record = {"epoch": s.epoch, "step": s.step, "train/samples_per_s": seen / seconds,
+                  "train/lr": lr}  # fmt: skip
         record.update({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
         if self.dist.is_main:  # the others go on to the checkpoint and wait there
             if self.valid_x is not None:
@@ -386,15 +399,23 @@ class Trainer:
             if self.dist.is_main
             else contextlib.nullcontext()
         )
-        budget, start = self.config.train.budget_seconds(), time.monotonic()
+        budget, spent = self.config.train.budget_seconds(), self.state.seconds
+        if budget is not None and spent >= budget:
+            raise VaelabError(
+                f"{self.run_dir} has trained {spent:.0f} s, its whole time budget "
+                f"{self.config.train.time_budget}: pass a larger --time-budget to go on"
+            )
+        start = clock()
         self.state.stopped = None  # a resumed run goes on (and may stop again)
         with writer as events:
             while self.state.epoch < self.config.train.epochs:
                 record = self.run_epoch(max_steps)
+                # Rank 0's clock: every rank stops after the same epoch and decays alike.
+                self.state.seconds = self.dist.from_main(spent + clock() - start)
                 if record is not None:
                     self.log_epoch(record, events)
                     self.track_best(record)
-                    if budget is not None and time.monotonic() - start >= budget:
+                    if budget is not None and self.state.seconds >= budget:
                         self.state.stopped = f"time budget {self.config.train.time_budget} spent"
                 self.save()
                 if record is None or self.state.stopped:
@@ -473,18 +494,24 @@ def resume(
     max_steps: int | None = None,
     quiet: bool = False,
     data: ImageData | None = None,
+    time_budget: str | None = None,
 ) -> Trainer:
-    """Continue a run exactly where its last checkpoint stopped (optionally to more epochs); a
-    run killed before its first checkpoint starts again from its config."""
+    """Continue a run exactly where its last checkpoint stopped (optionally to more epochs or a
+    larger time budget); a run killed before its first checkpoint starts again from its config."""
     dist = distributed.current()
     run_dir = Path(run_dir)
     config, raw = read_config(run_dir)
     if not checkpoint.has_checkpoint(run_dir) and not (run_dir / checkpoint.COMMIT).exists():
         if epochs is not None:
             config.train.epochs = epochs
+        if time_budget is not None:
+            config.train.time_budget = time_budget
         return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True)
-    if epochs is not None and epochs != config.train.epochs:
-        config.train.epochs = epochs
+    changed = {"epochs": epochs, "time_budget": time_budget}
+    changed = {k: v for k, v in changed.items() if v is not None and v != getattr(config.train, k)}
+    if changed:
+        for name, value in changed.items():
+            setattr(config.train, name, value)
         config.train.validate()
         facts = {k: v for k, v in raw.items() if k not in config.to_json()}
         facts.pop("versions", None)
