@@ -50,6 +50,19 @@ def test_max_steps_then_resume(tmp_path, capsys):
     assert (out / "report.html").is_file()
 
 
+def test_a_spent_time_budget_needs_a_larger_one_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "vae", "--epochs", "3", "--out", str(out), "--no-report", "--quiet", *FAST]
+    assert main([*args, "--time-budget", "0.01s"]) == 0
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
+    resumed = ["train", "vae", "--resume", str(out), "--no-report", "--quiet"]
+    assert main(resumed) == 2
+    assert "whole time budget 0.01s: pass a larger --time-budget" in one_error_line(capsys)
+    assert main([*resumed, "--time-budget", "1h"]) == 0
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 3
+    assert json.loads((out / "config.json").read_text())["train"]["time_budget"] == "1h"
+
+
 def test_sample(trained_run, tmp_path):
     png = tmp_path / "s.png"
     assert main(["sample", str(trained_run), "--n", "16", "--out", str(png), "--quiet"]) == 0

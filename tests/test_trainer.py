@@ -267,7 +267,7 @@ def test_under_a_time_budget_the_learning_rate_decays_with_the_time_spent(
     # Epoch e starts after 10 e seconds: progress max(e / 50, 10 e / 60).
     expected = [min(1.0, (1 - 10 * e / 60) / 0.5) for e in range(6)]
     assert lr_history(tmp_path / "r") == [round(f, 6) for f in expected]
-    # Resumed with twice the budget, the decay goes on from the time already spent.
+    # Resumed with a larger budget, the decay goes on from the time already spent.
     monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
     resume(tmp_path / "r", quiet=True, data=small_data, time_budget="100s", max_steps=8 * 7)
     assert lr_history(tmp_path / "r")[-1] == round((1 - 60 / 100) / 0.5, 6) == 0.8
@@ -352,3 +352,17 @@ def test_all_finite_sees_one_bad_gradient_element(bad):
     assert not all_finite(torch.tensor(bad), [torch.zeros(2)])
     # Large finite gradients whose squares would overflow are still finite.
     assert all_finite(torch.tensor(0.0), [torch.full((4,), 1e30)])
+
+
+def test_an_epoch_resumed_from_inside_keeps_its_learning_rate(small_data, tmp_path, monkeypatch):
+    import vaelab.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
+    config = run_config(epochs=50, lr=1e-3, lr_decay=0.8, time_budget="60s")
+    train(config, tmp_path / "r", quiet=True, data=small_data, max_steps=8 * 3 + 4)
+    state = json.loads((tmp_path / "r" / "train_state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["seconds"]) == (3, 4, 40.0)
+    # Epoch 3 began after 30 s: (1 - 30/60) / 0.8. Resumed after 40 s, it keeps that rate.
+    monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
+    resume(tmp_path / "r", quiet=True, data=small_data, max_steps=8 * 4)
+    assert lr_history(tmp_path / "r")[-1] == round((1 - 30 / 60) / 0.8, 6)

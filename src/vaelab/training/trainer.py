@@ -144,6 +144,7 @@ class TrainState:
     best_epoch: int = 0
     stopped: str | None = None  # why training ended before its epochs: early stopping, budget
     seconds: float = 0.0  # training time so far, over every resume (what --time-budget counts)
+    lr_factor: float | None = None  # this epoch's factor on --lr (schedule and decay)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "history": self.history or []}
@@ -298,10 +299,13 @@ class Trainer:
         ]
 
     def set_learning_rates(self, epoch: int) -> float:
-        """Set every phase's learning rate for `epoch`; the factor on --lr it applies."""
-        cfg = self.config.train
-        progress = training_progress(epoch, cfg.epochs, self.state.seconds, cfg.budget_seconds())
-        factor = lr_factor(cfg.lr_schedule, epoch) * decay_factor(progress, cfg.lr_decay)
+        """Set every phase's learning rate for `epoch`; the factor on --lr it applies. An epoch
+        keeps the factor it started with, also when resumed from a checkpoint inside it."""
+        cfg, s = self.config.train, self.state
+        if s.step_in_epoch == 0 or s.lr_factor is None:
+            progress = training_progress(epoch, cfg.epochs, s.seconds, cfg.budget_seconds())
+            s.lr_factor = lr_factor(cfg.lr_schedule, epoch) * decay_factor(progress, cfg.lr_decay)
+        factor = s.lr_factor
         for phase in self.phases:
             for group in self.optimizers[phase.name].param_groups:
                 group["lr"] = cfg.lr * phase.lr_scale * factor
