@@ -58,6 +58,10 @@ def test_a_spent_time_budget_needs_a_larger_one_on_resume(tmp_path, capsys):
     resumed = ["train", "vae", "--resume", str(out), "--no-report", "--quiet"]
     assert main(resumed) == 2
     assert "whole time budget 0.01s: pass a larger --time-budget" in one_error_line(capsys)
+    assert main([*resumed, "--time-budget", "none"]) == 2
+    assert "--time-budget none on --resume: a run keeps its time budget" in one_error_line(capsys)
+    assert main([*resumed, "--lr-decay", "0.5"]) == 2
+    assert "--lr-decay 0.5 differs from the resumed run's 0.0" in one_error_line(capsys)
     assert main([*resumed, "--time-budget", "1h"]) == 0
     assert json.loads((out / "train_state.json").read_text())["epoch"] == 3
     assert json.loads((out / "config.json").read_text())["train"]["time_budget"] == "1h"

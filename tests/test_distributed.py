@@ -185,6 +185,19 @@ def test_a_killed_rank_stops_the_other_then_a_restart_finishes(dataset, referenc
     assert_same_weights(out / checkpoint.MODEL_FILE, ref / checkpoint.MODEL_FILE)
 
 
+def test_early_stopping_on_rank_zero_stops_every_rank(dataset, tmp_path):
+    # A learning rate too small to move the weights: the validation loss (the same noise every
+    # epoch) never improves after epoch 1, so patience 1 stops after epoch 2. Only rank 0 has
+    # that loss; the other rank must stop with it rather than wait in the next all-reduce.
+    out = tmp_path / "run"
+    argv = cli_args(dataset[0], out, "--no-report", "--epochs", "5", "--lr", "1e-30",
+                    "--validation", "64", "--early-stopping", "1")  # fmt: skip
+    assert finish(launch(tmp_path, {}, argv), tmp_path, timeout=TIMEOUT + 30) == [0, 0]
+    assert [r["epoch"] for r in metrics(out)] == [1, 2]
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["stopped"].startswith("early stopping: no better validation loss in 1 epochs")
+
+
 @pytest.mark.slow
 def test_a_silent_rank_makes_the_other_stop_at_the_timeout(dataset, tmp_path):
     out = tmp_path / "run"

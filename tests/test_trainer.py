@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import vaelab.training.trainer as trainer_module
 from conftest import tiny_config
 from vaelab.errors import VaelabError
 from vaelab.models import LossOutput
@@ -218,7 +219,7 @@ def test_a_time_budget_stops_at_an_epoch_end_with_a_checkpoint(small_data, tmp_p
     assert trainer.state.stopped == "time budget 0.5s spent"
     saved = json.loads((tmp_path / "r" / "train_state.json").read_text())
     assert saved["epoch"] == trainer.state.epoch and saved["step_in_epoch"] == 0
-    assert saved["seconds"] >= 0.5  # the budget counts the run's training time in all
+    assert saved["seconds"] == trainer.state.seconds  # the run's training time in all
     # Spent: a --resume refuses to train on unless given a larger budget.
     with pytest.raises(VaelabError, match="whole time budget 0.5s: pass a larger --time-budget"):
         resume(tmp_path / "r", quiet=True, data=small_data)
@@ -248,24 +249,25 @@ def lr_history(run_dir):
 def test_the_learning_rate_decays_to_zero_over_the_last_share_of_the_epochs(small_data, tmp_path):
     trainer = train(run_config(epochs=5, lr=1e-3, lr_decay=0.4), tmp_path / "r", quiet=True,
                     data=small_data)  # fmt: skip
-    # Epoch e starts at progress e/5: the factor is 1 to 0.6, then (1 - p) / 0.4.
-    assert lr_history(tmp_path / "r") == [1.0, 1.0, 1.0, 1.0, 0.5]
+    # Epoch e takes the progress at its middle, (e + 0.5) / 5: the factor is 1 up to 0.6,
+    # then (1 - p) / 0.4.
+    assert lr_history(tmp_path / "r") == [1.0, 1.0, 1.0, 0.75, 0.25]
     group = trainer.optimizers["model"].param_groups[0]
-    assert group["lr"] == pytest.approx(0.5e-3)
+    assert group["lr"] == pytest.approx(0.25e-3)
 
 
 def test_under_a_time_budget_the_learning_rate_decays_with_the_time_spent(
     small_data, tmp_path, monkeypatch
 ):
-    import vaelab.training.trainer as trainer_module
-
     # Each epoch reads the clock once at its end (and fit once at its start): 10 s per epoch.
     monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
     config = run_config(epochs=50, lr=1e-3, lr_decay=0.5, time_budget="60s")
     trainer = train(config, tmp_path / "r", quiet=True, data=small_data)
     assert trainer.state.stopped == "time budget 60s spent" and trainer.state.epoch == 6
-    # Epoch e starts after 10 e seconds: progress max(e / 50, 10 e / 60).
-    expected = [min(1.0, (1 - 10 * e / 60) / 0.5) for e in range(6)]
+    # Epoch e starts after 10 e seconds and, from the second on, takes the progress at its
+    # middle by the last epoch's time, (10 e + 5) / 60; the first knows no epoch's time yet.
+    expected = [1.0] + [min(1.0, (1 - (10 * e + 5) / 60) / 0.5) for e in range(1, 6)]
+    assert expected[-1] == pytest.approx(1 / 6)
     assert lr_history(tmp_path / "r") == [round(f, 6) for f in expected]
     # Resumed with a larger budget, the decay goes on from the time already spent.
     monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
@@ -282,7 +284,7 @@ def test_under_a_time_budget_the_learning_rate_decays_with_the_time_spent(
         ({"lr_decay": 1.5}, "lr_decay is 1.5: expected a share of training from 0 to 1"),
     ],
 )
-def test_bad_budgets_are_refused(changes, message):
+def test_bad_budgets_and_decays_are_refused(changes, message):
     with pytest.raises(VaelabError, match=message):
         TrainConfig(**changes).validate()
 
@@ -355,14 +357,38 @@ def test_all_finite_sees_one_bad_gradient_element(bad):
 
 
 def test_an_epoch_resumed_from_inside_keeps_its_learning_rate(small_data, tmp_path, monkeypatch):
-    import vaelab.training.trainer as trainer_module
-
     monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
     config = run_config(epochs=50, lr=1e-3, lr_decay=0.8, time_budget="60s")
     train(config, tmp_path / "r", quiet=True, data=small_data, max_steps=8 * 3 + 4)
     state = json.loads((tmp_path / "r" / "train_state.json").read_text())
     assert (state["epoch"], state["step_in_epoch"], state["seconds"]) == (3, 4, 40.0)
-    # Epoch 3 began after 30 s: (1 - 30/60) / 0.8. Resumed after 40 s, it keeps that rate.
+    # Epoch 3 began after 30 s with epochs of 10 s: (1 - 35/60) / 0.8. Resumed after 40 s,
+    # it keeps that rate.
     monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
     resume(tmp_path / "r", quiet=True, data=small_data, max_steps=8 * 4)
-    assert lr_history(tmp_path / "r")[-1] == round((1 - 30 / 60) / 0.8, 6)
+    assert lr_history(tmp_path / "r")[-1] == round((1 - 35 / 60) / 0.8, 6)
+
+
+def test_a_budget_spent_inside_an_epoch_lets_that_epoch_finish(small_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
+    config = run_config(epochs=50, time_budget="25s")
+    train(config, tmp_path / "r", quiet=True, data=small_data, max_steps=8 * 2 + 4)
+    state = json.loads((tmp_path / "r" / "train_state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["seconds"]) == (2, 4, 30.0)
+    again = resume(tmp_path / "r", quiet=True, data=small_data)
+    assert (again.state.epoch, again.state.step_in_epoch) == (3, 0)
+    assert again.state.stopped == "time budget 25s spent"
+
+
+def test_a_checkpoint_from_before_the_time_fields_resumes(small_data, tmp_path):
+    train(run_config(epochs=1), tmp_path / "r", quiet=True, data=small_data)
+    path = tmp_path / "r" / "train_state.json"
+    state = json.loads(path.read_text())
+    for name in ("seconds", "epoch_lr_factor"):
+        del state[name]
+    path.write_text(json.dumps(state))
+    manifest = json.loads((tmp_path / "r" / checkpoint.MANIFEST).read_text())
+    manifest["sha256"][path.name] = checkpoint.sha256_file(path)  # vouch for the old file
+    (tmp_path / "r" / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+    again = resume(tmp_path / "r", epochs=2, quiet=True, data=small_data)
+    assert again.state.epoch == 2 and again.state.seconds > 0

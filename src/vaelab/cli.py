@@ -24,7 +24,12 @@ EXIT_BAD_INPUT = 2
 # Model fields that come from the data, not from the user.
 DERIVED_MODEL_FIELDS = ("image_shape", "num_classes")
 # What an option's name and type do not say (docs/distributed.md for torchrun).
-OPTION_HELP = {"batch-size": "; the global batch: torchrun's ranks split each batch between them"}
+OPTION_HELP = {
+    "batch-size": "; the global batch: torchrun's ranks split each batch between them",
+    "lr-decay": "; the rate falls linearly to 0 over this last share of the epochs or the "
+    "time budget (0.5: the second half)",
+    "time-budget": "; the run's training time in all, over every --resume (30m, 2h)",
+}
 # An image folder's pixels are not binary: a density on them unless --likelihood says otherwise.
 FOLDER_LIKELIHOOD = "gaussian"
 RESUME_CAN_CHANGE = ("epochs", "time_budget")  # train options a --resume may set anew
@@ -189,6 +194,9 @@ def train_or_resume(args: argparse.Namespace, dist) -> int:
         if config.model != args.model:
             raise VaelabError(f"{run} is a {config.model} run, not {args.model}")
         check_resume_options(config, options, table)
+        if "time-budget" in options and options["time-budget"] is None:
+            raise VaelabError("--time-budget none on --resume: a run keeps its time budget; "
+                              "pass a larger one to train on")  # fmt: skip
         trainer = resume(run, epochs=options.get("epochs"), max_steps=args.max_steps,
                          quiet=args.quiet, time_budget=options.get("time-budget"))  # fmt: skip
     else:

@@ -1,4 +1,7 @@
-"""Schedules that depend only on the step, so a resumed run recomputes them exactly."""
+"""Schedules of a run: the KL warm-up, the learning rate's and its decay, and derived seeds.
+
+All but the decay under a time budget depend only on the step or epoch, so a resumed run
+recomputes them exactly; that one follows the time spent, which the train state keeps."""
 
 from __future__ import annotations
 
@@ -46,8 +49,9 @@ def decay_factor(progress: float, fraction: float) -> float:
     return min(1.0, max(0.0, (1.0 - progress) / fraction))
 
 
-def training_progress(epoch: int, epochs: int, seconds: float, budget: float | None) -> float:
-    """How far (0 -> 1) a run is at the start of `epoch` (0-based): its share of the epochs, or
-    of the time budget when that is the larger (a budgeted run ends with its budget)."""
+def training_progress(epoch: float, epochs: int, seconds: float, budget: float | None) -> float:
+    """How far (0 -> 1) a run is at `epoch` (0-based; e + 0.5 is the middle of epoch e) after
+    `seconds` of training: its share of the epochs, or of the time budget when that is the
+    larger (a budgeted run ends with its budget)."""
     progress = epoch / epochs
     return progress if budget is None else max(progress, seconds / budget)

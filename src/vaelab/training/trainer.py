@@ -144,7 +144,7 @@ class TrainState:
     best_epoch: int = 0
     stopped: str | None = None  # why training ended before its epochs: early stopping, budget
     seconds: float = 0.0  # training time so far, over every resume (what --time-budget counts)
-    lr_factor: float | None = None  # this epoch's factor on --lr (schedule and decay)
+    epoch_lr_factor: float | None = None  # this epoch's factor on --lr (schedule and decay)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "history": self.history or []}
@@ -217,6 +217,7 @@ class Trainer:
         self.class_names = data.class_names
         self.state = TrainState(history=[])
         self.bin_gen = torch.Generator(self.device)
+        self.epoch_seconds = 0.0  # the last epoch's time by rank 0's clock (0: none yet)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -299,13 +300,19 @@ class Trainer:
         ]
 
     def set_learning_rates(self, epoch: int) -> float:
-        """Set every phase's learning rate for `epoch`; the factor on --lr it applies. An epoch
-        keeps the factor it started with, also when resumed from a checkpoint inside it."""
+        """Set every phase's learning rate for `epoch`; the factor on --lr it applies.
+
+        The decay takes the progress at the epoch's middle (under a time budget, the time spent
+        plus half the last epoch's). An epoch keeps the factor it started with, also when
+        resumed from a checkpoint inside it."""
         cfg, s = self.config.train, self.state
-        if s.step_in_epoch == 0 or s.lr_factor is None:
-            progress = training_progress(epoch, cfg.epochs, s.seconds, cfg.budget_seconds())
-            s.lr_factor = lr_factor(cfg.lr_schedule, epoch) * decay_factor(progress, cfg.lr_decay)
-        factor = s.lr_factor
+        if s.step_in_epoch == 0 or s.epoch_lr_factor is None:
+            seconds = s.seconds + self.epoch_seconds / 2
+            progress = training_progress(epoch + 0.5, cfg.epochs, seconds, cfg.budget_seconds())
+            s.epoch_lr_factor = lr_factor(cfg.lr_schedule, epoch) * decay_factor(
+                progress, cfg.lr_decay
+            )
+        factor = s.epoch_lr_factor
         for phase in self.phases:
             for group in self.optimizers[phase.name].param_groups:
                 group["lr"] = cfg.lr * phase.lr_scale * factor
@@ -396,6 +403,7 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> TrainState:
         """Train until config.train.epochs are done or `max_steps` steps in all; checkpoint."""
+        self.check_budget()
         self.dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights
         # purge_step: TensorBoard drops events a killed run logged after this checkpoint.
         writer = (
@@ -403,30 +411,44 @@ class Trainer:
             if self.dist.is_main
             else contextlib.nullcontext()
         )
-        budget, spent = self.config.train.budget_seconds(), self.state.seconds
-        if budget is not None and spent >= budget:
-            raise VaelabError(
-                f"{self.run_dir} has trained {spent:.0f} s, its whole time budget "
-                f"{self.config.train.time_budget}: pass a larger --time-budget to go on"
-            )
-        start = clock()
+        spent, start = self.state.seconds, clock()
         self.state.stopped = None  # a resumed run goes on (and may stop again)
         with writer as events:
             while self.state.epoch < self.config.train.epochs:
                 record = self.run_epoch(max_steps)
-                # Rank 0's clock: every rank stops after the same epoch and decays alike.
-                self.state.seconds = self.dist.from_main(spent + clock() - start)
+                # Rank 0's clock: every rank decays alike and stops after the same epoch.
+                seconds = self.dist.from_main(spent + clock() - start)
+                self.epoch_seconds, self.state.seconds = seconds - self.state.seconds, seconds
                 if record is not None:
                     self.log_epoch(record, events)
                     self.track_best(record)
-                    if budget is not None and self.state.seconds >= budget:
-                        self.state.stopped = f"time budget {self.config.train.time_budget} spent"
+                    self.check_stop()
                 self.save()
                 if record is None or self.state.stopped:
                     break
         if self.state.stopped and not self.quiet:
             tqdm.write(f"stopped after epoch {self.state.epoch}: {self.state.stopped}")
         return self.state
+
+    def check_budget(self) -> None:
+        """Refuse to start a new epoch once the run has spent its time budget."""
+        cfg, s = self.config.train, self.state
+        budget = cfg.budget_seconds()
+        if budget is not None and s.seconds >= budget and s.step_in_epoch == 0:
+            raise VaelabError(
+                f"{self.run_dir} has trained {s.seconds:.0f} s, its whole time budget "
+                f"{cfg.time_budget}: pass a larger --time-budget to go on"
+            )
+
+    def check_stop(self) -> None:
+        """After an epoch: stop on the time budget, or where rank 0 stopped early (only rank 0
+        has the validation loss), on every rank alike."""
+        cfg, s = self.config.train, self.state
+        budget = cfg.budget_seconds()
+        if budget is not None and s.seconds >= budget:
+            s.stopped = f"time budget {cfg.time_budget} spent"
+        if self.dist.from_main(float(s.stopped is not None)) and s.stopped is None:
+            s.stopped = "rank 0 stopped early (its validation loss did not improve)"
 
     def track_best(self, record: dict) -> None:
         """Keep the weights of the best validation loss in best/ (a run folder of its own),
@@ -510,6 +532,7 @@ def resume(
             config.train.epochs = epochs
         if time_budget is not None:
             config.train.time_budget = time_budget
+        config.train.validate()
         return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True)
     changed = {"epochs": epochs, "time_budget": time_budget}
     changed = {k: v for k, v in changed.items() if v is not None and v != getattr(config.train, k)}
