@@ -220,9 +220,12 @@ def test_a_time_budget_stops_at_an_epoch_end_with_a_checkpoint(small_data, tmp_p
     saved = json.loads((tmp_path / "r" / "train_state.json").read_text())
     assert saved["epoch"] == trainer.state.epoch and saved["step_in_epoch"] == 0
     assert saved["seconds"] == trainer.state.seconds  # the run's training time in all
-    # Spent: a --resume refuses to train on unless given a larger budget.
+    # Spent: a --resume refuses to train on unless given a larger budget, and changes nothing.
+    before = {str(p): p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
     with pytest.raises(VaelabError, match="whole time budget 0.5s: pass a larger --time-budget"):
-        resume(tmp_path / "r", quiet=True, data=small_data)
+        resume(tmp_path / "r", epochs=60, quiet=True, data=small_data)
+    after = {str(p): p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert after == before
     again = resume(tmp_path / "r", quiet=True, data=small_data, max_steps=trainer.state.step + 8,
                    time_budget="1h")  # fmt: skip
     assert again.state.step == trainer.state.step + 8

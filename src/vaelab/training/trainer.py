@@ -540,15 +540,16 @@ def resume(
         for name, value in changed.items():
             setattr(config.train, name, value)
         config.train.validate()
-        facts = {k: v for k, v in raw.items() if k not in config.to_json()}
-        facts.pop("versions", None)
-        if dist.is_main:
-            write_config(run_dir, config, facts)
     with dist.main_first("loading the data"):
         data = data or load_run_data(config)
     model = build_model(config.model, config.model_config)
     trainer = Trainer(run_dir, config, data, model, quiet, dist)
     trainer.restore()
+    trainer.check_budget()  # a refusal leaves the run folder as it was
+    if changed and dist.is_main:
+        facts = {k: v for k, v in raw.items() if k not in config.to_json()}
+        facts.pop("versions", None)
+        write_config(run_dir, config, facts)
     with determinism(config.train.deterministic):
         trainer.fit(max_steps)
     return trainer
