@@ -352,11 +352,10 @@ def _check_state(state: Any, path: Path) -> None:
         value = state.get(name)
         if type(value) is not int or value < 0:
             raise VaelabError(f"{path} field {name!r} is {value!r}: expected an integer >= 0")
-    for name in ("seconds", "epoch_lr_factor"):  # absent from runs saved before they existed
-        value = state.get(name)
-        if value is None and (name == "epoch_lr_factor" or name not in state):
-            continue
-        if type(value) not in (int, float) or not 0 <= value < math.inf:
+    # Fields newer than some runs (absent: the default); the epoch's factor may also be null.
+    for name, default in (("seconds", 0.0), ("epoch_lr_factor", None)):
+        value = state.get(name, default)
+        if value is not default and (type(value) not in (int, float) or not 0 <= value < math.inf):
             raise VaelabError(f"{path} field {name!r} is {value!r}: expected a number >= 0")
     history = state.get("history", [])
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):

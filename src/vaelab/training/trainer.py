@@ -403,7 +403,6 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> TrainState:
         """Train until config.train.epochs are done or `max_steps` steps in all; checkpoint."""
-        self.check_budget()
         self.dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights
         # purge_step: TensorBoard drops events a killed run logged after this checkpoint.
         writer = (
@@ -431,7 +430,8 @@ class Trainer:
         return self.state
 
     def check_budget(self) -> None:
-        """Refuse to start a new epoch once the run has spent its time budget."""
+        """Refuse to start a new epoch once the run has spent its time budget (on resume, before
+        anything is written)."""
         cfg, s = self.config.train, self.state
         budget = cfg.budget_seconds()
         if budget is not None and s.seconds >= budget and s.step_in_epoch == 0:
@@ -527,19 +527,13 @@ def resume(
     dist = distributed.current()
     run_dir = Path(run_dir)
     config, raw = read_config(run_dir)
-    if not checkpoint.has_checkpoint(run_dir) and not (run_dir / checkpoint.COMMIT).exists():
-        if epochs is not None:
-            config.train.epochs = epochs
-        if time_budget is not None:
-            config.train.time_budget = time_budget
-        config.train.validate()
-        return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True)
     changed = {"epochs": epochs, "time_budget": time_budget}
     changed = {k: v for k, v in changed.items() if v is not None and v != getattr(config.train, k)}
-    if changed:
-        for name, value in changed.items():
-            setattr(config.train, name, value)
-        config.train.validate()
+    for name, value in changed.items():
+        setattr(config.train, name, value)
+    config.train.validate()
+    if not checkpoint.has_checkpoint(run_dir) and not (run_dir / checkpoint.COMMIT).exists():
+        return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True)
     with dist.main_first("loading the data"):
         data = data or load_run_data(config)
     model = build_model(config.model, config.model_config)
