@@ -6,11 +6,12 @@ Each model trains with configs/fashion-mnist-protocol.toml (z=40, gated 300-300,
 batch 100, KL warm-up 100 epochs, early stopping on the validation ELBO, patience 50) under the
 same wall-clock budget, then its best validation epoch (RUN/best) is evaluated by `vaelab eval`
 with k importance samples on the test images. Adds its rows to benchmarks/results/
-reproduce_fashion.json, replacing earlier rows of the same model, budget and decay (so the runs
+reproduce_fashion.json, replacing earlier rows of the same model, budget, rate and decay (so the runs
 of one table can be measured one at a time: `--only "VAE + VampPrior (K=500)" --budget 60m`).
 
-`--lr-decay 0.5` is vaelab's one addition to the published recipe: the learning rate stays at
-5e-4 for the first half of the budget and then falls linearly to 0 at its end.
+vaelab's additions to the published recipe, each recorded in the row: `--lr-decay 0.5` keeps the
+learning rate constant for the first half of the budget and then lets it fall linearly to 0 at its
+end; `--lr 1e-3` starts from another rate than the published 5e-4.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def main() -> None:
         help="vaelab's addition to the protocol: the learning rate falls "
         "linearly to 0 over this last share of the budget (0: as published)",
     )
+    parser.add_argument(
+        "--lr", type=float, help="vaelab's addition: Adam's rate (default: the recipe's 5e-4)"
+    )
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--limit", type=int, help="evaluate the first N test images only")
     parser.add_argument("--only", help="labels of RUNS to run, separated by ;")
@@ -58,12 +62,18 @@ def main() -> None:
         if args.only and label not in args.only.split(";"):
             continue
         name = "-".join(a.strip("-") for a in train_args)
-        out = Path(args.runs) / (f"{name}-decay{args.lr_decay:g}" if args.lr_decay else name)
+        if args.lr_decay:
+            name += f"-decay{args.lr_decay:g}"
+        if args.lr is not None:
+            name += f"-lr{args.lr:g}"
+        out = Path(args.runs) / name
         argv = ["train", train_args[0], "--config", str(RECIPE), *train_args[1:], "--time-budget",
                 args.budget, "--lr-decay", str(args.lr_decay), "--out", str(out), "--quiet",
                 "--no-report"]  # fmt: skip
         if args.data_dir:
             argv += ["--data-dir", args.data_dir]
+        if args.lr is not None:
+            argv += ["--lr", str(args.lr)]
         start = time.perf_counter()
         if vaelab(argv) != 0:
             raise SystemExit(f"training failed: vaelab {' '.join(argv)}")
@@ -72,6 +82,7 @@ def main() -> None:
         start = time.perf_counter()
         result = evaluate_run(out / "best", k=args.k, limit=args.limit)
         row = {"model": label, "published_nll": published, "budget": args.budget,
+               "lr": json.loads((out / "config.json").read_text())["train"]["lr"],
                "lr_decay": args.lr_decay,
                "train_seconds": round(train_seconds), "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "stopped": state.get("stopped"),
@@ -90,7 +101,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def key(row: dict) -> tuple:
-        return row["model"], row["budget"], row.get("lr_decay", 0.0)
+        return row["model"], row["budget"], row.get("lr_decay", 0.0), row.get("lr", 5e-4)
 
     new = {key(r) for r in rows}
     kept = json.loads(out.read_text())["rows"] if out.exists() else []
