@@ -6,8 +6,8 @@ Each model trains with configs/fashion-mnist-protocol.toml (z=40, gated 300-300,
 batch 100, KL warm-up 100 epochs, early stopping on the validation ELBO, patience 50) under the
 same wall-clock budget, then its best validation epoch (RUN/best) is evaluated by `vaelab eval`
 with k importance samples on the test images. Adds its rows to benchmarks/results/
-reproduce_fashion.json, replacing earlier rows of the same model, budget, rate and decay (so the runs
-of one table can be measured one at a time: `--only "VAE + VampPrior (K=500)" --budget 60m`).
+reproduce_fashion.json, replacing earlier rows of the same model, budget, rate and decay (so the
+runs of one table can be measured one at a time: `--only "VAE + VampPrior (K=500)" --budget 60m`).
 
 vaelab's additions to the published recipe, each recorded in the row: `--lr-decay 0.5` keeps the
 learning rate constant for the first half of the budget and then lets it fall linearly to 0 at its
