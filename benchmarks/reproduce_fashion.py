@@ -101,7 +101,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def key(row: dict) -> tuple:
-        return row["model"], row["budget"], row.get("lr_decay", 0.0), row.get("lr", 5e-4)
+        return row["model"], row["budget"], row["lr"], row["lr_decay"]
 
     new = {key(r) for r in rows}
     kept = json.loads(out.read_text())["rows"] if out.exists() else []
