@@ -11,7 +11,11 @@ runs of one table can be measured one at a time: `--only "VAE + VampPrior (K=500
 
 vaelab's additions to the published recipe, each recorded in the row: `--lr-decay 0.5` keeps the
 learning rate constant for the first half of the budget and then lets it fall linearly to 0 at its
-end; `--lr 1e-3` starts from another rate than the published 5e-4.
+end; `--lr 1e-3` starts from another rate than the published 5e-4; `--seed` another seed. The
+row also records the recipe's `test_every` (rows from before it was 0 scored the test set every
+epoch, about 2 % of a budget). `--epochs N` trains N epochs instead of a wall-clock budget; a run
+folder that is there already goes on where it stopped (`vaelab train --resume`), or, when it is
+done, is only evaluated.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ RUNS = [  # (label, vaelab train arguments after the recipe, published test NLL 
     ("VAE (Gaussian prior)", ["vae"], 228.70),
     ("IWAE k=5", ["iwae", "--k", "5"], None),
     ("VAE + VampPrior (K=500)", ["vae", "--prior", "vamp"], 227.35),
+    ("IWAE k=5 + VampPrior (K=500)", ["iwae", "--k", "5", "--prior", "vamp"], None),
 ]
 PUBLISHED = {"Exemplar VAE": 226.75, "2-layer hierarchical VAE": 227.37}
 
@@ -41,6 +46,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
     parser.add_argument("--budget", default="30m", help="wall-clock training budget per model")
+    parser.add_argument(
+        "--epochs", type=int, help="train this many epochs instead of a wall-clock budget"
+    )
+    parser.add_argument("--seed", type=int, help="the run's seed (default: the recipe's 0)")
     parser.add_argument(
         "--lr-decay",
         type=float,
@@ -62,29 +71,49 @@ def main() -> None:
         if args.only and label not in args.only.split(";"):
             continue
         name = "-".join(a.strip("-") for a in train_args)
+        budget = ["--time-budget", args.budget]
+        if args.epochs:
+            name, budget = f"{name}-e{args.epochs}", ["--epochs", str(args.epochs)]
         if args.lr_decay:
             name += f"-decay{args.lr_decay:g}"
         if args.lr is not None:
             name += f"-lr{args.lr:g}"
+        if args.seed is not None:
+            name += f"-seed{args.seed}"
         out = Path(args.runs) / name
-        argv = ["train", train_args[0], "--config", str(RECIPE), *train_args[1:], "--time-budget",
-                args.budget, "--lr-decay", str(args.lr_decay), "--out", str(out), "--quiet",
-                "--no-report"]  # fmt: skip
-        if args.data_dir:
-            argv += ["--data-dir", args.data_dir]
-        if args.lr is not None:
-            argv += ["--lr", str(args.lr)]
-        start = time.perf_counter()
-        if vaelab(argv) != 0:
+        argv = [
+            "train",
+            train_args[0],
+            "--config",
+            str(RECIPE),
+            *train_args[1:],
+            *budget,
+            "--lr-decay",
+            str(args.lr_decay),
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-report",
+        ]
+        extra = (("--data-dir", args.data_dir), ("--lr", args.lr), ("--seed", args.seed))
+        for flag, value in extra:
+            if value is not None:
+                argv += [flag, str(value)]
+        if (out / "train_state.json").exists():  # a run interrupted before: it goes on exactly
+            state = json.loads((out / "train_state.json").read_text())
+            done = state.get("stopped") or state["epoch"] >= (args.epochs or 0)
+            argv = None if done else ["train", "--resume", str(out), "--quiet", "--no-report"]
+        if argv and vaelab(argv) != 0:
             raise SystemExit(f"training failed: vaelab {' '.join(argv)}")
-        train_seconds = time.perf_counter() - start
         state = json.loads((out / "train_state.json").read_text())
+        train = json.loads((out / "config.json").read_text())["train"]
         start = time.perf_counter()
         result = evaluate_run(out / "best", k=args.k, limit=args.limit)
-        row = {"model": label, "published_nll": published, "budget": args.budget,
-               "lr": json.loads((out / "config.json").read_text())["train"]["lr"],
-               "lr_decay": args.lr_decay,
-               "train_seconds": round(train_seconds), "epochs": state["epoch"],
+        row = {"model": label, "published_nll": published,
+               "budget": f"{args.epochs} epochs" if args.epochs else args.budget,
+               "lr": train["lr"], "lr_decay": train["lr_decay"], "seed": train["seed"],
+               "test_every": train["test_every"],
+               "train_seconds": round(state["seconds"]), "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "stopped": state.get("stopped"),
                "best_valid_neg_elbo": state["best_valid"], "test_neg_elbo": result["neg_elbo"],
                "test_nll": result["nll"], "test_nll_se": result["nll_se"],
@@ -101,7 +130,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def key(row: dict) -> tuple:
-        return row["model"], row["budget"], row["lr"], row["lr_decay"]
+        return tuple(row[k] for k in ("model", "budget", "lr", "lr_decay", "seed", "test_every"))
 
     new = {key(r) for r in rows}
     kept = json.loads(out.read_text())["rows"] if out.exists() else []

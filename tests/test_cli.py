@@ -166,4 +166,4 @@ def test_the_fashion_protocol_recipe_is_recorded_in_the_run(tmp_path):
     assert saved["model_config"]["latent_dim"] == 40
     train = saved["train"]
     assert (train["lr"], train["batch_size"], train["kl_warmup_epochs"]) == (5e-4, 100, 100)
-    assert (train["early_stopping"], train["epochs"]) == (50, 2000)
+    assert (train["early_stopping"], train["epochs"], train["test_every"]) == (50, 2000, 0)

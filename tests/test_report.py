@@ -83,3 +83,23 @@ def test_write_report_is_atomic_utf8(png, tmp_path):
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert "Résumé" in out.read_text(encoding="utf-8")
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+def test_the_summary_quotes_the_last_epoch_that_scored_the_test_set():
+    from conftest import tiny_config
+    from vaelab.models import build_model
+    from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+    from vaelab.viz.run_report import summary_table
+
+    config = RunConfig("vae", tiny_config("vae"), DataConfig(), TrainConfig(test_every=2))
+    model = build_model("vae", config.model_config)
+    row = {"train/samples_per_s": 1000.0, "train/loss": 150.0}
+    history = [{**row, "epoch": 2, "test/loss": 140.0, "test/kl": 3.0}, {**row, "epoch": 3}]
+    table = summary_table(config, {}, history, model)
+    assert table["epochs done"] == 3
+    name = "test negative ELBO, nats per image"
+    assert table[f"{name} (epoch 2)"] == 140.0 and table["test kl (epoch 2)"] == 3.0
+    history.append({**row, "epoch": 4, "test/loss": 130.0})
+    assert summary_table(config, {}, history, model)[name] == 130.0
+    assert not any(k.startswith("test") for k in summary_table(config, {}, [row | {"epoch": 1}],
+                                                                model))  # fmt: skip

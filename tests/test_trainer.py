@@ -278,6 +278,44 @@ def test_under_a_time_budget_the_learning_rate_decays_with_the_time_spent(
     assert lr_history(tmp_path / "r")[-1] == round((1 - 60 / 100) / 0.5, 6) == 0.8
 
 
+def epochs_scored(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["epoch"] for r in rows if "test/loss" in r]
+
+
+def test_the_test_set_is_scored_every_n_epochs_and_after_the_last(small_data, tmp_path):
+    train(run_config(epochs=7, test_every=3), tmp_path / "a", quiet=True, data=small_data)
+    assert epochs_scored(tmp_path / "a") == [3, 6, 7]
+    train(run_config(epochs=3, test_every=0), tmp_path / "b", quiet=True, data=small_data)
+    assert epochs_scored(tmp_path / "b") == [3]
+    # The scores do not depend on how often they are taken (training never sees them).
+    default = train(run_config(epochs=3), tmp_path / "c", quiet=True, data=small_data)
+    assert epochs_scored(tmp_path / "c") == [1, 2, 3]
+    rows = {d: (tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1] for d in "bc"}
+    assert json.loads(rows["b"])["test/loss"] == json.loads(rows["c"])["test/loss"]
+    assert default.state.history[-1]["test/loss"] == json.loads(rows["c"])["test/loss"]
+
+
+def test_a_run_stopped_early_or_by_its_budget_scores_the_test_set_at_its_end(
+    small_data, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(trainer_module, "clock", FakeClock(10.0))
+    train(run_config(epochs=50, time_budget="25s", test_every=0), tmp_path / "t", quiet=True,
+          data=small_data)  # fmt: skip
+    assert epochs_scored(tmp_path / "t") == [3]
+    config = run_config(epochs=30, early_stopping=2, lr=3e-2, test_every=0)
+    config.data.validation = 128
+    trainer = train(config, tmp_path / "e", quiet=True, data=small_data)
+    assert trainer.state.stopped.startswith("early stopping")
+    assert epochs_scored(tmp_path / "e") == [trainer.state.epoch]
+    # A run cut short by --max-steps scores nothing until an epoch it ends with.
+    train(run_config(epochs=4, test_every=0), tmp_path / "m", quiet=True, data=small_data,
+          max_steps=8 * 2)  # fmt: skip
+    assert epochs_scored(tmp_path / "m") == []
+    resume(tmp_path / "m", quiet=True, data=small_data)
+    assert epochs_scored(tmp_path / "m") == [4]
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [
@@ -285,6 +323,7 @@ def test_under_a_time_budget_the_learning_rate_decays_with_the_time_spent(
         ({"time_budget": "-5m"}, "expected a positive duration"),
         ({"early_stopping": -1}, "early_stopping is -1"),
         ({"lr_decay": 1.5}, "lr_decay is 1.5: expected a share of training from 0 to 1"),
+        ({"test_every": -1}, "test_every is -1: expected an integer >= 0"),
     ],
 )
 def test_bad_budgets_and_decays_are_refused(changes, message):

@@ -92,6 +92,7 @@ class TrainConfig:
     deterministic: bool = False  # torch's deterministic algorithms (and cuBLAS's) for the run
     early_stopping: int = 0  # stop after this many epochs without a better validation loss
     time_budget: str | None = None  # e.g. 30m: stop at the first epoch end past it, in all
+    test_every: int = 1  # the test set's pass after every N epochs and after the last; 0: last only
 
     def validate(self) -> None:
         checks = [
@@ -102,6 +103,7 @@ class TrainConfig:
             (self.kl_warmup_epochs >= 0, "kl_warmup_epochs", "a number >= 0"),
             (0 <= self.lr_decay <= 1, "lr_decay", "a share of training from 0 to 1"),
             (self.max_bad_steps >= 1, "max_bad_steps", "an integer >= 1"),
+            (self.test_every >= 0, "test_every", "an integer >= 0 (0: after the last epoch only)"),
         ]
         for ok, name, expected in checks:
             if not ok:

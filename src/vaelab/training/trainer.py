@@ -362,8 +362,13 @@ class Trainer:
             if self.valid_x is not None:
                 valid = self.evaluate(x=self.valid_x, y=self.valid_y)
                 record.update({f"valid/{k}": v for k, v in valid.items()})
-            record.update({f"test/{k}": v for k, v in self.evaluate().items()})
+            every = cfg.test_every
+            if every and s.epoch % every == 0:
+                record.update(self.test_metrics())
         return record
+
+    def test_metrics(self) -> dict[str, float]:
+        return {f"test/{k}": v for k, v in self.evaluate().items()}
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 1000, x=None, y=None) -> dict[str, float]:
@@ -419,9 +424,12 @@ class Trainer:
                 seconds = self.dist.from_main(spent + clock() - start)
                 self.epoch_seconds, self.state.seconds = seconds - self.state.seconds, seconds
                 if record is not None:
-                    self.log_epoch(record, events)
                     self.track_best(record)
                     self.check_stop()
+                    last = self.state.stopped or self.state.epoch >= self.config.train.epochs
+                    if last and self.dist.is_main and "test/loss" not in record:
+                        record.update(self.test_metrics())  # --test-every: the last epoch's
+                    self.log_epoch(record, events)
                 self.save()
                 if record is None or self.state.stopped:
                     break

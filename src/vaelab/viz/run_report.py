@@ -144,9 +144,13 @@ def summary_table(
     if history:
         last = history[-1]
         table["epochs done"] = last["epoch"]
-        table[f"test {objective_name(model, binarization)}"] = last.get("test/loss")
-        table.update({f"test {k[5:]}": v for k, v in last.items()
-                      if k.startswith("test/") and k != "test/loss"})  # fmt: skip
+        scored = [r for r in history if "test/loss" in r]  # --test-every may skip epochs
+        if scored:
+            tested = scored[-1]
+            when = "" if tested is last else f" (epoch {tested['epoch']})"
+            table[f"test {objective_name(model, binarization)}{when}"] = tested["test/loss"]
+            table.update({f"test {k[5:]}{when}": v for k, v in tested.items()
+                          if k.startswith("test/") and k != "test/loss"})  # fmt: skip
         table["train images/s (last epoch)"] = round(last["train/samples_per_s"])
     return table
 
