@@ -101,8 +101,10 @@ def main() -> None:
                 argv += [flag, str(value)]
         if (out / "train_state.json").exists():  # a run interrupted before: it goes on exactly
             state = json.loads((out / "train_state.json").read_text())
-            done = state.get("stopped") or state["epoch"] >= (args.epochs or 0)
-            argv = None if done else ["train", "--resume", str(out), "--quiet", "--no-report"]
+            planned = json.loads((out / "config.json").read_text())["train"]["epochs"]
+            done = state.get("stopped") or state["epoch"] >= planned
+            argv = None if done else ["train", train_args[0], "--resume", str(out), "--quiet",
+                                      "--no-report"]  # fmt: skip
         if argv and vaelab(argv) != 0:
             raise SystemExit(f"training failed: vaelab {' '.join(argv)}")
         state = json.loads((out / "train_state.json").read_text())
