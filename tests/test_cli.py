@@ -90,6 +90,7 @@ def test_config_file_and_flags(tmp_path):
         (["train", "vae", "--beta", "-1"], "beta is -1.0"),
         (["train", "vae", "--dataset", "cifar"], "is unknown; expected one of mnist-sample"),
         (["train", "vae", "--binarization", "soft"], "binarization is 'soft'"),
+        (["train", "vae", "--test-every", "-2"], "test_every is -2: expected an integer >= 0"),
         (["train", "vae", "--likelihood", "poisson"], "likelihood is 'poisson'"),
         (["train", "vae", "--net", "conv", "--hidden", "0"], "hidden"),
         (
