@@ -1,0 +1,83 @@
+"""benchmarks/reproduce_fashion.py's bookkeeping: what it runs, resumes and records (the
+training and the evaluation are replaced: the real runs take an hour)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_fashion.py"
+
+
+@pytest.fixture
+def script(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("reproduce_fashion", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = []
+
+    def fake_vaelab(argv):  # writes what a finished run leaves behind
+        calls.append(argv)
+        out = Path(argv[argv.index("--resume") + 1] if "--resume" in argv else
+                   argv[argv.index("--out") + 1])  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        if "--resume" not in argv:
+            epochs = int(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 2000
+            train = {"lr": float(argv[argv.index("--lr") + 1]) if "--lr" in argv else 5e-4,
+                     "lr_decay": float(argv[argv.index("--lr-decay") + 1]),
+                     "seed": int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0,
+                     "test_every": 0, "epochs": epochs}  # fmt: skip
+            (out / "config.json").write_text(json.dumps({"train": train}))
+        epochs = json.loads((out / "config.json").read_text())["train"]["epochs"]
+        state = {"epoch": min(epochs, 7), "best_epoch": 6, "best_valid": 230.0, "seconds": 12.5,
+                 "stopped": None if epochs <= 7 else "time budget 30m spent"}  # fmt: skip
+        (out / "train_state.json").write_text(json.dumps(state))
+        return 0
+
+    result = {"neg_elbo": 231.0, "nll": 229.0, "nll_se": 0.76, "images": 10}
+    monkeypatch.setattr(module, "vaelab", fake_vaelab)
+    monkeypatch.setattr(module, "evaluate_run", lambda run, k, limit: result)
+
+    def run(*args):
+        out = tmp_path / "rows.json"
+        monkeypatch.setattr(sys, "argv", ["reproduce_fashion.py", "--runs", str(tmp_path / "runs"),
+                                          "--out", str(out), *args])  # fmt: skip
+        module.main()
+        return json.loads(out.read_text())["rows"]
+
+    return run, calls, tmp_path / "runs"
+
+
+def test_a_fresh_run_trains_with_the_recipe_and_records_its_settings(script):
+    run, calls, runs = script
+    rows = run("--only", "IWAE k=5 + VampPrior (K=500)", "--epochs", "7", "--lr", "1e-3",
+               "--lr-decay", "0.5", "--seed", "3")  # fmt: skip
+    (argv,) = calls
+    assert argv[:2] == ["train", "iwae"] and argv[argv.index("--k") + 1] == "5"
+    assert argv[argv.index("--prior") + 1] == "vamp" and "--time-budget" not in argv
+    assert argv[argv.index("--out") + 1] == str(
+        runs / "iwae-k-5-prior-vamp-e7-decay0.5-lr0.001-seed3"
+    )
+    (row,) = rows
+    assert (row["budget"], row["lr"], row["lr_decay"], row["seed"]) == ("7 epochs", 1e-3, 0.5, 3)
+    assert (row["test_every"], row["train_seconds"], row["test_nll"]) == (0, 12, 229.0)
+
+
+def test_an_interrupted_run_is_resumed_and_a_finished_one_only_evaluated(script):
+    run, calls, runs = script
+    out = runs / "vae-e9"
+    out.mkdir(parents=True)
+    train = {"lr": 5e-4, "lr_decay": 0.0, "seed": 0, "test_every": 0, "epochs": 9}
+    (out / "config.json").write_text(json.dumps({"train": train}))
+    (out / "train_state.json").write_text(json.dumps({"epoch": 4, "stopped": None}))
+    run("--only", "VAE (Gaussian prior)", "--epochs", "9")
+    assert calls == [["train", "vae", "--resume", str(out), "--quiet", "--no-report"]]
+    run("--only", "VAE (Gaussian prior)", "--budget", "30m")  # a budgeted run, then done
+    assert calls[-1][calls[-1].index("--time-budget") + 1] == "30m"
+    calls.clear()
+    rows = run("--only", "VAE (Gaussian prior)", "--budget", "30m")
+    assert calls == [] and len(rows) == 2  # one row per setting: 9 epochs, and 30m
