@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def script(monkeypatch, tmp_path):
         module.main()
         return json.loads(out.read_text())["rows"]
 
+    run.module = module
     return run, calls, tmp_path / "runs"
 
 
@@ -81,3 +83,38 @@ def test_an_interrupted_run_is_resumed_and_a_finished_one_only_evaluated(script)
     calls.clear()
     rows = run("--only", "VAE (Gaussian prior)", "--budget", "30m")
     assert calls == [] and len(rows) == 2  # one row per setting: 9 epochs, and 30m
+
+
+def test_reuse_eval_takes_an_earlier_evaluation_of_the_same_weights(script):
+    run, calls, runs = script
+    out, best = runs / "vae-e9", runs / "vae-e9" / "best"
+    best.mkdir(parents=True)
+    train = {"lr": 5e-4, "lr_decay": 0.0, "seed": 0, "epochs": 9}  # saved before test_every
+    (out / "config.json").write_text(json.dumps({"train": train}))
+    state = {"epoch": 9, "best_epoch": 9, "best_valid": 230.0, "seconds": 99.6, "stopped": None}
+    (out / "train_state.json").write_text(json.dumps(state))
+    (best / "model.safetensors").write_bytes(b"weights")
+
+    def evaluate_again(*args, **kwargs):
+        raise AssertionError("--reuse-eval evaluated again")
+
+    run.module.evaluate_run = evaluate_again
+    args = ("--only", "VAE (Gaussian prior)", "--epochs", "9", "--reuse-eval")
+    with pytest.raises(SystemExit, match="has not finished training"):
+        run("--only", "VAE (Gaussian prior)", "--epochs", "12", "--reuse-eval")
+    with pytest.raises(SystemExit, match="eval.json is missing"):
+        run(*args)
+    earlier = {"k": 5000, "images": 10000, "split": "test", "neg_elbo": 229.4, "nll": 226.4,
+               "nll_se": 0.76, "is_seconds": 383.9}  # fmt: skip
+    (best / "eval.json").write_text(json.dumps({**earlier, "k": 1000}))
+    with pytest.raises(SystemExit, match="holds k=1000 on 10000 test images, not k=5000 on"):
+        run(*args)
+    (best / "eval.json").write_text(json.dumps(earlier))
+    os.utime(best / "eval.json", (1, 1))  # written before the weights it would stand for
+    with pytest.raises(SystemExit, match="older than"):
+        run(*args)
+    (best / "eval.json").write_text(json.dumps(earlier))
+    (row,) = run(*args)
+    assert calls == []
+    assert (row["test_nll"], row["test_neg_elbo"], row["eval_seconds"]) == (226.4, 229.4, None)
+    assert (row["is_seconds"], row["test_every"], row["train_seconds"]) == (383.9, 1, 100)
