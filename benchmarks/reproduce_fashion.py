@@ -139,10 +139,10 @@ def main() -> None:
             raise SystemExit(f"training failed: vaelab {' '.join(argv)}")
         state = json.loads((out / "train_state.json").read_text())
         train = json.loads((out / "config.json").read_text())["train"]
-        start, seconds = time.perf_counter(), None
         if args.reuse_eval:
-            result = earlier_evaluation(out / "best", args.k, args.limit)
+            result, seconds = earlier_evaluation(out / "best", args.k, args.limit), None
         else:
+            start = time.perf_counter()
             result = evaluate_run(out / "best", k=args.k, limit=args.limit)
             seconds = round(time.perf_counter() - start)
         row = {"model": label, "published_nll": published,
