@@ -69,6 +69,17 @@ def test_a_fresh_run_trains_with_the_recipe_and_records_its_settings(script):
     assert (row["test_every"], row["train_seconds"], row["test_nll"]) == (0, 12, 229.0)
 
 
+def test_pseudo_inputs_change_the_vampprior_rows_only_and_name_them(script):
+    run, calls, runs = script
+    rows = run("--only", "VAE (Gaussian prior);VAE + VampPrior (K=250)", "--epochs", "3",
+               "--pseudo-inputs", "250")  # fmt: skip
+    plain, vamp = calls
+    assert "--pseudo-inputs" not in plain
+    assert vamp[vamp.index("--pseudo-inputs") + 1] == "250"
+    assert vamp[vamp.index("--out") + 1] == str(runs / "vae-prior-vamp-pseudo-inputs-250-e3")
+    assert [r["model"] for r in rows] == ["VAE (Gaussian prior)", "VAE + VampPrior (K=250)"]
+
+
 def test_an_interrupted_run_is_resumed_and_a_finished_one_only_evaluated(script):
     run, calls, runs = script
     out = runs / "vae-e9"
