@@ -14,14 +14,15 @@ vaelab's additions to the published recipe, each recorded in the row: `--lr-deca
 learning rate constant for the first half of the budget and then lets it fall linearly to 0 at its
 end; `--lr 1e-3` starts from another rate than the published 5e-4; `--seed` another seed;
 `--pseudo-inputs K` gives the VampPrior rows K pseudo-inputs instead of the published 500 (the
-row's label then says K=..., and `--only` takes either label). The row also records the recipe's
-`test_every` (rows from before it was 0 scored the test set every epoch, which took about 56 s of
-a 30-minute VAE run). `--epochs N` trains N epochs instead of a wall-clock budget; a run folder
-that is there already goes on where it stopped (`vaelab train --resume`), or, when it is done, is
-only evaluated; `--reuse-eval` takes the numbers of an evaluation already in RUN/best/eval.json
-(one of the same k over all the test images, written after the weights) instead of evaluating
-again. Each row records the whole evaluation's seconds and the k-sample estimate's alone
-(`is_seconds`, what the protocol's 5-minute target counts).
+row's label then says K=..., and `--only` takes either label); `--precision bf16` trains in
+bfloat16 autocast (`vaelab train --precision`; the evaluation stays float32). The row also
+records the recipe's `test_every` (rows from before it was 0 scored the test set every epoch,
+which took about 56 s of a 30-minute VAE run). `--epochs N` trains N epochs instead of a
+wall-clock budget; a run folder that is there already goes on where it stopped (`vaelab train
+--resume`), or, when it is done, is only evaluated; `--reuse-eval` takes the numbers of an
+evaluation already in RUN/best/eval.json (one of the same k over all the test images, written
+after the weights) instead of evaluating again. Each row records the whole evaluation's seconds
+and the k-sample estimate's alone (`is_seconds`, what the protocol's 5-minute target counts).
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def main() -> None:
         type=int,
         help="vaelab's addition: the VampPrior rows' K (default: the published 500)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="vaelab's addition: bf16 trains in bfloat16 autocast (evaluation stays float32)",
+    )
     parser.add_argument("--only", help="labels of RUNS to run, separated by ;")
     parser.add_argument("--runs", default="runs/fashion-protocol")
     parser.add_argument("--out", default="benchmarks/results/reproduce_fashion.json")
@@ -121,6 +128,8 @@ def main() -> None:
             name += f"-lr{args.lr:g}"
         if args.seed is not None:
             name += f"-seed{args.seed}"
+        if args.precision != "fp32":
+            name += f"-{args.precision}"
         out = Path(args.runs) / name
         argv = [
             "train",
@@ -136,7 +145,8 @@ def main() -> None:
             "--quiet",
             "--no-report",
         ]
-        extra = (("--data-dir", args.data_dir), ("--lr", args.lr), ("--seed", args.seed))
+        extra = (("--data-dir", args.data_dir), ("--lr", args.lr), ("--seed", args.seed),
+                 ("--precision", None if args.precision == "fp32" else args.precision))  # fmt: skip
         for flag, value in extra:
             if value is not None:
                 argv += [flag, str(value)]
@@ -162,6 +172,7 @@ def main() -> None:
                "budget": f"{args.epochs} epochs" if args.epochs else args.budget,
                "lr": train["lr"], "lr_decay": train["lr_decay"], "seed": train["seed"],
                "test_every": train.get("test_every", 1),  # before the field: every epoch
+               "precision": train.get("precision", "fp32"),
                "train_seconds": round(state["seconds"]), "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "stopped": state.get("stopped"),
                "best_valid_neg_elbo": state["best_valid"], "test_neg_elbo": result["neg_elbo"],
@@ -179,7 +190,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def key(row: dict) -> tuple:
-        return tuple(row[k] for k in ("model", "budget", "lr", "lr_decay", "seed", "test_every"))
+        fields = ("model", "budget", "lr", "lr_decay", "seed", "test_every")
+        return (*(row[k] for k in fields), row.get("precision", "fp32"))  # before: all fp32
 
     new = {key(r) for r in rows}
     kept = json.loads(out.read_text())["rows"] if out.exists() else []

@@ -32,6 +32,8 @@ def script(monkeypatch, tmp_path):
                      "lr_decay": float(argv[argv.index("--lr-decay") + 1]),
                      "seed": int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0,
                      "test_every": 0, "epochs": epochs}  # fmt: skip
+            if "--precision" in argv:  # as config.json records it (runs before it had none)
+                train["precision"] = argv[argv.index("--precision") + 1]
             (out / "config.json").write_text(json.dumps({"train": train}))
         epochs = json.loads((out / "config.json").read_text())["train"]["epochs"]
         state = {"epoch": min(epochs, 7), "best_epoch": 6, "best_valid": 230.0, "seconds": 12.5,
@@ -78,6 +80,17 @@ def test_pseudo_inputs_change_the_vampprior_rows_only_and_name_them(script):
     assert vamp[vamp.index("--pseudo-inputs") + 1] == "250"
     assert vamp[vamp.index("--out") + 1] == str(runs / "vae-prior-vamp-pseudo-inputs-250-e3")
     assert [r["model"] for r in rows] == ["VAE (Gaussian prior)", "VAE + VampPrior (K=250)"]
+
+
+def test_precision_is_passed_named_and_keeps_rows_apart(script):
+    run, calls, runs = script
+    run("--only", "VAE (Gaussian prior)", "--epochs", "3")
+    rows = run("--only", "VAE (Gaussian prior)", "--epochs", "3", "--precision", "bf16")
+    plain, bf16 = calls
+    assert "--precision" not in plain
+    assert bf16[bf16.index("--precision") + 1] == "bf16"
+    assert bf16[bf16.index("--out") + 1] == str(runs / "vae-e3-bf16")
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]  # the fp32 row is kept beside it
 
 
 def test_an_interrupted_run_is_resumed_and_a_finished_one_only_evaluated(script):

@@ -25,6 +25,13 @@ def safe_logvar(logvar: Tensor) -> Tensor:
     return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
+def full_precision(t: Tensor) -> Tensor:
+    """`t` in float32 where a net ran in reduced precision (bfloat16 or float16 under the
+    trainer's `precision = "bf16"`), else `t` itself: densities, KLs and their sums over 784
+    pixels are always computed in float32 (bfloat16 keeps 8 bits of a 230-nat sum)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def _sum_event(t: Tensor, event_dims: int) -> Tensor:
     return t.sum(dim=tuple(range(-event_dims, 0))) if event_dims else t
 
@@ -65,8 +72,8 @@ class DiagonalGaussian:
     event_dims = 1
 
     def __init__(self, mean: Tensor, logvar: Tensor):
-        self.mean = mean
-        self.logvar = safe_logvar(logvar)
+        self.mean = full_precision(mean)
+        self.logvar = safe_logvar(full_precision(logvar))
 
     @property
     def std(self) -> Tensor:
@@ -107,7 +114,7 @@ class PointMass:
     event_dims = 1
 
     def __init__(self, mean: Tensor):
-        self.mean = mean
+        self.mean = full_precision(mean)
 
     def rsample(
         self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
@@ -125,7 +132,7 @@ class Bernoulli:
     """p(x|z) with logits; log_prob is minus the BCE, a log-likelihood only for binary x."""
 
     def __init__(self, logits: Tensor, event_dims: int = 3):
-        self.logits, self.event_dims = logits, event_dims
+        self.logits, self.event_dims = full_precision(logits), event_dims
 
     @property
     def mean(self) -> Tensor:
@@ -186,8 +193,8 @@ class Gaussian:
     """p(x|z) = N(mean, diag(exp(logvar))) on pixels: a proper density on grayscale images."""
 
     def __init__(self, mean: Tensor, logvar: Tensor, event_dims: int = 3):
-        self.mean, self.event_dims = mean, event_dims
-        self.logvar = safe_logvar(logvar).expand_as(mean)
+        self.mean, self.event_dims = full_precision(mean), event_dims
+        self.logvar = safe_logvar(full_precision(logvar)).expand_as(self.mean)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return _sum_event(gaussian_log_prob(x, self.mean, self.logvar), self.event_dims)
@@ -228,7 +235,7 @@ class GaussianHead(LikelihoodHead):
             self.register_buffer("logvar", torch.full(image_shape, 2 * math.log(std)))
 
     def forward(self, out: Tensor) -> Gaussian:
-        return Gaussian(torch.sigmoid(out), self.logvar)
+        return Gaussian(torch.sigmoid(full_precision(out)), self.logvar)
 
 
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned")

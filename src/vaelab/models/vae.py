@@ -74,10 +74,14 @@ class VAE(Model):
             return standard_normal_log_prob(z)
         c = components if components is not None else self.prior_components()
         inv_var = torch.exp(-c.logvar)  # (K, D)
-        # sum_d (z_d - m_d)^2 / v_d as matmuls: no (..., K, D) tensor.
-        quad = (
-            z.pow(2) @ inv_var.T - 2 * z @ (c.mean * inv_var).T + (c.mean.pow(2) * inv_var).sum(-1)
-        )
+        # sum_d (z_d - m_d)^2 / v_d as matmuls: no (..., K, D) tensor; in float32 also under
+        # bf16 training (a difference of large terms: bfloat16 would lose nats in it).
+        with torch.autocast(z.device.type, enabled=False):
+            quad = (
+                z.pow(2) @ inv_var.T
+                - 2 * z @ (c.mean * inv_var).T
+                + (c.mean.pow(2) * inv_var).sum(-1)
+            )
         log_n = -0.5 * (z.shape[-1] * LOG_2PI + c.logvar.sum(-1) + quad)  # (..., K)
         return fast_logsumexp(log_n, dim=-1) - math.log(len(c.mean))
 

@@ -77,6 +77,12 @@ class DataConfig:
         return load_dataset(self.dataset, self.data_dir, folder=self.folder_options())
 
 
+# Training's precision: float32 throughout, or the forward passes of training steps under
+# bfloat16 autocast (matmuls in bfloat16 with float32 accumulation; weights, optimizer state,
+# densities and every validation, test and evaluation pass stay float32).
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -93,6 +99,7 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many epochs without a better validation loss
     time_budget: str | None = None  # e.g. 30m: stop at the first epoch end past it, in all
     test_every: int = 1  # the test set's pass after every N epochs and after the last; 0: last only
+    precision: str = "fp32"  # or "bf16": training's forward passes under bfloat16 autocast
 
     def validate(self) -> None:
         checks = [
@@ -114,8 +121,17 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise VaelabError(f"lr_schedule is {self.lr_schedule!r}: expected one of "
                               f"{', '.join(LR_SCHEDULES)}")  # fmt: skip
+        if self.precision not in PRECISIONS:
+            raise VaelabError(f"precision is {self.precision!r}: expected one of "
+                              f"{', '.join(PRECISIONS)}")  # fmt: skip
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise VaelabError(f"device is {self.device!r} but no CUDA GPU is available")
+        if (self.precision == "bf16" and self.device.startswith("cuda")
+                and not torch.cuda.is_bf16_supported()):  # fmt: skip
+            raise VaelabError(
+                f"precision is 'bf16' but the GPU of device {self.device!r} has no bfloat16 "
+                "support: use precision fp32"
+            )
 
     def budget_seconds(self) -> float | None:
         """--time-budget in seconds: a number with an optional unit s, m or h (30m, 1.5h)."""

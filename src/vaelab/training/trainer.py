@@ -254,6 +254,14 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # -- one step ----------------------------------------------------------------------------
+    def autocast(self):
+        """The training forward pass's precision: bfloat16 autocast under `precision = "bf16"`
+        (its backward follows the same casts), else nothing. The densities upcast the nets'
+        outputs to float32 (distributions.full_precision); evaluation never runs under it."""
+        if self.config.train.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
     def train_step(
         self, batch: Batch, ctx: StepContext, sums: dict, counts: dict, share: float = 1.0
     ) -> bool:
@@ -264,7 +272,8 @@ class Trainer:
         for phase in self.phases:
             opt = self.optimizers[phase.name]
             opt.zero_grad(set_to_none=True)
-            out = self.model.loss(phase.name, batch, ctx)
+            with self.autocast():
+                out = self.model.loss(phase.name, batch, ctx)
             out.loss.backward()
             loss = self.dist.average_gradients(phase.parameters, out.loss.detach(), share)
             grads = [p.grad for p in phase.parameters if p.grad is not None]
