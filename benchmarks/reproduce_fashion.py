@@ -38,6 +38,7 @@ import torch
 
 from vaelab.cli import main as vaelab
 from vaelab.evaluation.run_eval import evaluate_run
+from vaelab.training.run import PRECISIONS
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist-protocol.toml"
 RUNS = [  # (label, vaelab train arguments after the recipe, published test NLL in nats)
@@ -100,7 +101,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         default="fp32",
         help="vaelab's addition: bf16 trains in bfloat16 autocast (evaluation stays float32)",
     )
@@ -110,9 +111,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for label, train_args, published in RUNS:
-        listed = (
-            label  # --only takes the labels as RUNS lists them, or as --pseudo-inputs writes them
-        )
+        # --only takes the labels as RUNS lists them, or as --pseudo-inputs writes them.
+        listed = label
         if args.pseudo_inputs is not None and "vamp" in train_args:
             label = label.replace("K=500", f"K={args.pseudo_inputs}")
             train_args = [*train_args, "--pseudo-inputs", str(args.pseudo_inputs)]
@@ -145,8 +145,9 @@ def main() -> None:
             "--quiet",
             "--no-report",
         ]
+        precision = None if args.precision == "fp32" else args.precision  # fp32: the default
         extra = (("--data-dir", args.data_dir), ("--lr", args.lr), ("--seed", args.seed),
-                 ("--precision", None if args.precision == "fp32" else args.precision))  # fmt: skip
+                 ("--precision", precision))  # fmt: skip
         for flag, value in extra:
             if value is not None:
                 argv += [flag, str(value)]

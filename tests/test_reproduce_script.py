@@ -93,6 +93,15 @@ def test_precision_is_passed_named_and_keeps_rows_apart(script):
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]  # the fp32 row is kept beside it
 
 
+def test_a_row_from_before_the_precision_field_is_replaced_by_its_fp32_rerun(script, tmp_path):
+    run, calls, runs = script
+    (old,) = run("--only", "VAE (Gaussian prior)", "--epochs", "3")
+    del old["precision"]  # as the rows written before the field were
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": [old]}))
+    rows = run("--only", "VAE (Gaussian prior)", "--epochs", "3")
+    assert [r.get("precision") for r in rows] == ["fp32"]
+
+
 def test_an_interrupted_run_is_resumed_and_a_finished_one_only_evaluated(script):
     run, calls, runs = script
     out = runs / "vae-e9"

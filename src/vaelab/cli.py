@@ -29,8 +29,8 @@ OPTION_HELP = {
     "lr-decay": "; the rate falls linearly to 0 over this last share of the epochs or the "
     "time budget (0.5: the second half)",
     "time-budget": "; the run's training time in all, over every --resume (30m, 2h)",
-    "precision": "; bf16: training's forward passes in bfloat16 autocast (weights, densities and "
-    "every evaluation stay float32)",
+    "precision": "; fp32 or bf16: training's forward passes in bfloat16 autocast (weights, "
+    "densities and every evaluation stay float32)",
     "test-every": "; score the test set after every N epochs and after the last (0: the last only)",
 }
 # An image folder's pixels are not binary: a density on them unless --likelihood says otherwise.

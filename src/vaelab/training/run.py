@@ -78,8 +78,8 @@ class DataConfig:
 
 
 # Training's precision: float32 throughout, or the forward passes of training steps under
-# bfloat16 autocast (matmuls in bfloat16 with float32 accumulation; weights, optimizer state,
-# densities and every validation, test and evaluation pass stay float32).
+# bfloat16 autocast (matmuls and convolutions in bfloat16 with float32 accumulation; weights,
+# optimizer state, densities and every validation, test and evaluation pass stay float32).
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -126,12 +126,6 @@ class TrainConfig:
                               f"{', '.join(PRECISIONS)}")  # fmt: skip
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise VaelabError(f"device is {self.device!r} but no CUDA GPU is available")
-        if (self.precision == "bf16" and self.device.startswith("cuda")
-                and not torch.cuda.is_bf16_supported()):  # fmt: skip
-            raise VaelabError(
-                f"precision is 'bf16' but the GPU of device {self.device!r} has no bfloat16 "
-                "support: use precision fp32"
-            )
 
     def budget_seconds(self) -> float | None:
         """--time-budget in seconds: a number with an optional unit s, m or h (30m, 1.5h)."""

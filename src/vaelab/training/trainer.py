@@ -185,6 +185,12 @@ class Trainer:
                 f"image for each of the {self.dist.world_size} ranks"
             )
         self.device = self.dist.device(config.train.device)
+        gpu = self.device.type == "cuda"
+        if config.train.precision == "bf16" and gpu and self.bf16_emulated():
+            raise VaelabError(
+                f"precision is 'bf16' but {torch.cuda.get_device_name(self.device)} has no "
+                "bfloat16 matmuls (compute capability 8.0 or later): use precision fp32"
+            )
         self.model = model.to(self.device)
         self.phases = model.phases()
         self.optimizers = {
@@ -218,6 +224,10 @@ class Trainer:
         self.state = TrainState(history=[])
         self.bin_gen = torch.Generator(self.device)
         self.epoch_seconds = 0.0  # the last epoch's time by rank 0's clock (0: none yet)
+
+    def bf16_emulated(self) -> bool:
+        """Whether this GPU only emulates bfloat16 (before Ampere): slower than float32."""
+        return torch.cuda.get_device_capability(self.device) < (8, 0)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -254,7 +264,7 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # -- one step ----------------------------------------------------------------------------
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
         """The training forward pass's precision: bfloat16 autocast under `precision = "bf16"`
         (its backward follows the same casts), else nothing. The densities upcast the nets'
         outputs to float32 (distributions.full_precision); evaluation never runs under it."""
