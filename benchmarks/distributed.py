@@ -15,7 +15,6 @@ per rank) is reported beside it. Writes benchmarks/results/distributed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import run_child, summary, vaelab_command
+from vaelab.bench import run_child, run_speed, summary, vaelab_command
 from vaelab.fileio import atomic_write_json
 
 
@@ -63,11 +62,8 @@ def timed_run(command: Callable[[str], list[str]], threads: int) -> dict[str, fl
         start = time.perf_counter()
         run_child(argv, env)
         wall = time.perf_counter() - start
-        lines = Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
-    seconds = sum(r["train/samples_per_s"] ** -1 for r in rows)  # per image, summed per epoch
-    return {"images_per_s": len(rows) / seconds, "wall_s": wall,
-            "test_loss": rows[-1]["test/loss"]}  # fmt: skip
+        rows, images_per_s = run_speed(Path(f"{tmp}/run"))
+    return {"images_per_s": images_per_s, "wall_s": wall, "test_loss": rows[-1]["test/loss"]}
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ precision.json (or `--out`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import run_child, summary, vaelab_command
+from vaelab.bench import run_child, run_speed, summary, vaelab_command
 from vaelab.fileio import atomic_write_json
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist-protocol.toml"
@@ -44,10 +43,8 @@ def timed_run(args: argparse.Namespace, precision: str) -> dict[str, float]:
         start = time.perf_counter()
         run_child(argv, env)
         wall = time.perf_counter() - start
-        lines = Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
-    seconds = sum(r["train/samples_per_s"] ** -1 for r in rows)  # per image, summed per epoch
-    return {"images_per_s": len(rows) / seconds, "wall_s": wall,
+        rows, images_per_s = run_speed(Path(f"{tmp}/run"))
+    return {"images_per_s": images_per_s, "wall_s": wall,
             "per_epoch": [r["train/samples_per_s"] for r in rows],
             "valid_neg_elbo": rows[-1]["valid/neg_elbo"]}  # fmt: skip
 

@@ -100,12 +100,17 @@ def run_vaelab(folder: Path, epochs: int, seed: int) -> dict[str, float]:
                 "--binarization", "none", "--epochs", str(epochs), "--seed", str(seed),
                 "--out", f"{tmp}/run", "--quiet", "--no-report"]  # fmt: skip
         _, peak = run_child(argv)
-        rows = [
-            json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
-        ]
-    seconds = sum(r["train/samples_per_s"] ** -1 for r in rows)  # per image, summed per epoch
-    return {"images_per_s": len(rows) / seconds, "test_loss": rows[-1]["test/loss"],
+        rows, images_per_s = run_speed(Path(f"{tmp}/run"))
+    return {"images_per_s": images_per_s, "test_loss": rows[-1]["test/loss"],
             "peak_mb": peak}  # fmt: skip
+
+
+def run_speed(run_dir: Path) -> tuple[list[dict], float]:
+    """A run's metrics.jsonl records and its training images/s over all its epochs (training
+    time only: the per-image times of the epochs, summed)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    seconds = sum(r["train/samples_per_s"] ** -1 for r in rows)  # per image, summed per epoch
+    return rows, len(rows) / seconds
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -186,7 +186,12 @@ class Trainer:
             )
         self.device = self.dist.device(config.train.device)
         gpu = self.device.type == "cuda"
-        if config.train.precision == "bf16" and gpu and self.bf16_emulated():
+        # Before Ampere (compute capability 8.0) a GPU only emulates bfloat16: slower than fp32.
+        if (
+            config.train.precision == "bf16"
+            and gpu
+            and torch.cuda.get_device_capability(self.device) < (8, 0)
+        ):
             raise VaelabError(
                 f"precision is 'bf16' but {torch.cuda.get_device_name(self.device)} has no "
                 "bfloat16 matmuls (compute capability 8.0 or later): use precision fp32"
@@ -224,10 +229,6 @@ class Trainer:
         self.state = TrainState(history=[])
         self.bin_gen = torch.Generator(self.device)
         self.epoch_seconds = 0.0  # the last epoch's time by rank 0's clock (0: none yet)
-
-    def bf16_emulated(self) -> bool:
-        """Whether this GPU only emulates bfloat16 (before Ampere): slower than float32."""
-        return torch.cuda.get_device_capability(self.device) < (8, 0)
 
     @property
     def steps_per_epoch(self) -> int:
