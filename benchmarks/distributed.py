@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import run_child, run_speed, summary, vaelab_command
+from vaelab.bench import cpu_model, run_child, run_speed, summary, vaelab_command
 from vaelab.fileio import atomic_write_json
 
 
@@ -97,7 +97,7 @@ def main() -> None:
         "torchrun_2x1_wall_s": summary([r["torchrun_2x1"]["wall_s"] for r in rows]),
         "ratio": summary([r["ratio"] for r in rows]),
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "platform": platform.platform(), "processor": platform.processor()},
+                    "platform": platform.platform(), "processor": cpu_model()},
         "rows": rows,
     }  # fmt: skip
     atomic_write_json(Path(args.out), result)

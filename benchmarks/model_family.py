@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.evaluation.classifier import train_classifier
 from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound, reconstruction_nll
@@ -117,7 +118,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "platform": platform.platform()}  # fmt: skip
+               "platform": platform.platform(), "processor": cpu_model()}  # fmt: skip
     out.write_text(json.dumps({"machine": machine, "k_eval": args.k_eval, "rows": results},
                               indent=2) + "\n")  # fmt: skip
 

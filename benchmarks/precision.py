@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import run_child, run_speed, summary, vaelab_command
+from vaelab.bench import cpu_model, run_child, run_speed, summary, vaelab_command
 from vaelab.fileio import atomic_write_json
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "fashion-mnist-protocol.toml"
@@ -76,7 +76,7 @@ def main() -> None:
         "bf16_images_per_s": summary([r["bf16"]["images_per_s"] for r in rows]),
         "ratio": summary([r["ratio"] for r in rows]),
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "platform": platform.platform(), "processor": platform.processor(),
+                    "platform": platform.platform(), "processor": cpu_model(),
                     "avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text()
                     if Path("/proc/cpuinfo").exists() else None},
         "rows": rows,

@@ -6,9 +6,10 @@ Each model trains with configs/fashion-mnist-protocol.toml (z=40, gated 300-300,
 batch 100, KL warm-up 100 epochs, early stopping on the validation ELBO, patience 50) under the
 same wall-clock budget, then its best validation epoch (RUN/best) is evaluated by `vaelab eval`
 with k importance samples on the test images. Adds its rows to benchmarks/results/
-reproduce_fashion.json, replacing earlier rows of the same model, budget, rate, decay, seed and
-test setting (so the runs of one table can be measured one at a time: `--only "VAE + VampPrior
-(K=500)" --budget 60m`).
+reproduce_fashion.json, replacing earlier rows of the same model, budget, rate, decay, seed,
+test setting, precision and processor, so the runs of one table can be measured one at a time
+(`--only "VAE + VampPrior (K=500)" --budget 60m`). Each row names its CPU (`cpu`): timings, and
+so what a wall-clock budget buys, differ from one machine to another.
 
 vaelab's additions to the published recipe, each recorded in the row: `--lr-decay 0.5` keeps the
 learning rate constant for the first half of the budget and then lets it fall linearly to 0 at its
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.bench import cpu_model
 from vaelab.cli import main as vaelab
 from vaelab.evaluation.run_eval import evaluate_run
 from vaelab.training.run import PRECISIONS
@@ -173,7 +175,7 @@ def main() -> None:
                "budget": f"{args.epochs} epochs" if args.epochs else args.budget,
                "lr": train["lr"], "lr_decay": train["lr_decay"], "seed": train["seed"],
                "test_every": train.get("test_every", 1),  # before the field: every epoch
-               "precision": train.get("precision", "fp32"),
+               "precision": train.get("precision", "fp32"), "cpu": cpu_model(),
                "train_seconds": round(state["seconds"]), "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "stopped": state.get("stopped"),
                "best_valid_neg_elbo": state["best_valid"], "test_neg_elbo": result["neg_elbo"],
@@ -186,13 +188,13 @@ def main() -> None:
         print(f"{label}: test NLL {row['test_nll']:.2f} +- {row['test_nll_se']:.2f}{gap}, "
               f"{row['epochs']} epochs in {row['train_seconds']} s", flush=True)  # fmt: skip
     machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "platform": platform.platform()}  # fmt: skip
+               "platform": platform.platform(), "processor": cpu_model()}  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def key(row: dict) -> tuple:
         fields = ("model", "budget", "lr", "lr_decay", "seed", "test_every")
-        return (*(row[k] for k in fields), row.get("precision", "fp32"))  # before: all fp32
+        return (*(row[k] for k in fields), row.get("precision", "fp32"), row.get("cpu"))
 
     new = {key(r) for r in rows}
     kept = json.loads(out.read_text())["rows"] if out.exists() else []

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.evaluation.likelihood import elbo, iwae_bound, mean_and_se, per_image
 from vaelab.models import MODELS
@@ -108,7 +109,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"k": args.k, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "platform": platform.platform(), "batch_size": args.batch_size}  # fmt: skip
+            "platform": platform.platform(), "processor": cpu_model(),
+            "batch_size": args.batch_size}  # fmt: skip
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 

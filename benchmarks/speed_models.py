@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from vaelab.bench import cpu_model
 from vaelab.bench_recipe import ImageFolderLike
 from vaelab.data import ImageData, binarize_fixed, load_dataset
 from vaelab.evaluation.likelihood import iwae_bound, per_image_seeded
@@ -167,7 +168,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "platform": platform.platform()}  # fmt: skip
+               "platform": platform.platform(), "processor": cpu_model()}  # fmt: skip
     out.write_text(json.dumps({"machine": machine, "rows": results}, indent=2) + "\n")
     for r in results:
         print(r["row"], "ratio", round(r["ratio"]["median"], 2))

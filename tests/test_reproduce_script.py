@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vaelab.bench import cpu_model
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_fashion.py"
 
 
@@ -100,6 +102,25 @@ def test_a_row_from_before_the_precision_field_is_replaced_by_its_fp32_rerun(scr
     (tmp_path / "rows.json").write_text(json.dumps({"rows": [old]}))
     rows = run("--only", "VAE (Gaussian prior)", "--epochs", "3")
     assert [r.get("precision") for r in rows] == ["fp32"]
+
+
+def test_each_row_names_its_processor_and_rows_of_another_are_kept(script, tmp_path):
+    run, calls, runs = script
+    (old,) = run("--only", "VAE (Gaussian prior)", "--epochs", "3")
+    assert old["cpu"] == cpu_model()
+    old["cpu"] = "AMD EPYC (Zen 4)"  # the same run measured on another machine
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": [old]}))
+    rows = run("--only", "VAE (Gaussian prior)", "--epochs", "3")
+    assert [r["cpu"] for r in rows] == ["AMD EPYC (Zen 4)", cpu_model()]
+
+
+def test_cpu_model_reads_the_first_processor_and_falls_back_without_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 207\n"
+                    "model name\t: Intel(R) Xeon(R) Processor\n\n"
+                    "processor\t: 1\nmodel name\t: Another\n")  # fmt: skip
+    assert cpu_model(info) == "Intel(R) Xeon(R) Processor (family 6, model 207)"
+    assert cpu_model(tmp_path / "missing")  # platform's name: never empty
 
 
 def test_an_interrupted_run_is_resumed_and_a_finished_one_only_evaluated(script):

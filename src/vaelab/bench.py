@@ -113,6 +113,22 @@ def run_speed(run_dir: Path) -> tuple[list[dict], float]:
     return rows, len(rows) / seconds
 
 
+def cpu_model(info: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's name as the kernel gives it (/proc/cpuinfo), else platform's guess:
+    results from one machine are not comparable with another's."""
+    fields: dict[str, str] = {}
+    if info.exists():
+        for line in info.read_text().split("\n\n")[0].splitlines():  # the first CPU's
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    # A virtual machine's name can be generic ("Intel(R) Xeon(R) Processor"): family and model
+    # tell the generations apart.
+    name, family, model = fields["model name"], fields.get("cpu family"), fields.get("model")
+    return f"{name} (family {family}, model {model})" if model else name
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -148,7 +164,7 @@ def bench(pairs: int = 5, epochs: int = 2, dataset: str = "fashion-mnist",
         "ceiling_images_per_s": ceiling,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "platform": platform.platform(),
-                    "processor": platform.processor()},
+                    "processor": cpu_model()},
         "rows": rows,
     }  # fmt: skip
     result["fraction_of_ceiling"] = result["vaelab_images_per_s"]["median"] / ceiling

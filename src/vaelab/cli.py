@@ -418,13 +418,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse has printed its message
         return int(exit_.code or 0)
     try:
-        from vaelab.training.runtime import tune_allocator
+        from vaelab.training.runtime import flush_denormals, tune_allocator
 
         tune_allocator()  # fewer page faults per training step (see training/runtime.py)
         if args.command != "train" and os.environ.get("WORLD_SIZE", "1") != "1":
             raise VaelabError(f"only vaelab train runs under torchrun: start vaelab "
                               f"{args.command} as one process")  # fmt: skip
-        return args.func(args)
+        # Before the command's first parallel op: torch's worker threads, started then, take
+        # the mode from this thread (training/runtime.py says why).
+        with flush_denormals():
+            return args.func(args)
     except VaelabError as err:
         if args.debug:
             raise

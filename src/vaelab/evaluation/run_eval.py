@@ -29,6 +29,7 @@ from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from vaelab.fileio import atomic_write_json
 from vaelab.models import Model
 from vaelab.training.run import load_run, read_config
+from vaelab.training.runtime import flush_denormals
 from vaelab.training.schedules import derived_seed
 
 EVAL_FILE = "eval.json"
@@ -94,6 +95,7 @@ def split_data(data, split: str):
 
 
 @torch.no_grad()
+@flush_denormals()  # fast on CPUs slow with denormal operands (training/runtime.py)
 def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test",
                  limit: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Evaluate a run on its test (or train) split; write and return eval.json's content."""

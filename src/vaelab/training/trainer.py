@@ -25,6 +25,7 @@ from vaelab.models import Batch, Model, StepContext, build_model
 from vaelab.training import checkpoint, distributed
 from vaelab.training.events import EventWriter
 from vaelab.training.run import CONFIG_FILE, RunConfig, read_config, write_config
+from vaelab.training.runtime import flush_denormals
 from vaelab.training.schedules import (
     decay_factor,
     derived_seed,
@@ -437,7 +438,7 @@ class Trainer:
         )
         spent, start = self.state.seconds, clock()
         self.state.stopped = None  # a resumed run goes on (and may stop again)
-        with writer as events:
+        with flush_denormals(), writer as events:  # runtime.flush_denormals: why
             while self.state.epoch < self.config.train.epochs:
                 record = self.run_epoch(max_steps)
                 # Rank 0's clock: every rank decays alike and stops after the same epoch.

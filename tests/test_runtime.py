@@ -1,0 +1,68 @@
+"""training/runtime.py's speed settings: denormal floats flushed to zero while the trainer, the
+evaluator and the `vaelab` command run, and the caller's mode back afterwards."""
+
+import platform
+import threading
+
+import pytest
+import torch
+
+from vaelab.cli import main as cli_main
+from vaelab.evaluation.run_eval import evaluate_run
+from vaelab.models import MODELS
+from vaelab.training.runtime import denormals_flushed, flush_denormals
+
+DENORMAL = 1e-39  # under float32's smallest normal number, 2^-126 (about 1.18e-38)
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+FAST = ["--hidden", "32", "--latent-dim", "2", "--quiet", "--no-report", "--batch-size", "256"]
+
+
+def test_denormals_flush_inside_the_block_only_and_normal_numbers_stay():
+    x = torch.tensor([DENORMAL, 1e-30])
+    assert not denormals_flushed() and (x * 1.0)[0].item() > 0
+    with flush_denormals() as supported:
+        assert supported or not X86  # x86 (SSE3) always has the modes
+        if supported:
+            assert denormals_flushed()
+            assert (x * 1.0)[0].item() == 0.0
+            assert (x * 1.0)[1].item() == pytest.approx(1e-30)
+            with flush_denormals():  # nested: leaving it keeps the outer block's mode
+                pass
+            assert denormals_flushed()
+    assert not denormals_flushed() and (x * 1.0)[0].item() > 0
+
+
+@pytest.mark.skipif(not X86, reason="the flush modes are x86's")
+def test_threads_started_inside_the_block_flush_too():
+    seen = []
+    with flush_denormals():
+        worker = threading.Thread(target=lambda: seen.append(denormals_flushed()))
+        worker.start()
+        worker.join()
+    assert seen == [True]
+
+
+@pytest.mark.skipif(not X86, reason="the flush modes are x86's")
+def test_training_and_evaluation_run_flushed_and_leave_the_mode_as_it_was(tmp_path, monkeypatch):
+    seen = {"loss": [], "estimate": []}
+    loss, estimate = MODELS["vae"].loss, MODELS["vae"].log_prob_estimate
+
+    def loss_spy(self, *args):
+        seen["loss"].append(denormals_flushed())
+        return loss(self, *args)
+
+    def estimate_spy(self, *args):  # runs in the evaluator's worker threads
+        seen["estimate"].append(denormals_flushed())
+        return estimate(self, *args)
+
+    monkeypatch.setattr(MODELS["vae"], "loss", loss_spy)
+    monkeypatch.setattr(MODELS["vae"], "log_prob_estimate", estimate_spy)
+    run = tmp_path / "run"
+    assert cli_main(["train", "vae", "--epochs", "1", "--out", str(run), *FAST]) == 0
+    assert not denormals_flushed()
+    assert cli_main(["eval", str(run), "--k", "2", "--limit", "20", "--quiet"]) == 0
+    assert not denormals_flushed()
+    evaluate_run(run, k=2, limit=20)  # from Python, without the command around it
+    assert not denormals_flushed()
+    assert seen["loss"] and all(seen["loss"])
+    assert seen["estimate"] and all(seen["estimate"])
