@@ -42,6 +42,41 @@ def test_threads_started_inside_the_block_flush_too():
     assert seen == [True]
 
 
+@pytest.fixture
+def two_threads_started_unflushed():
+    """torch's pool with (at least) 2 threads, started before any flushing: the worker keeps
+    the mode it was started with unless the pool is told."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    (torch.ones(1 << 20) * 2).sum()  # a parallel op: the pool's threads exist from here
+    yield
+    torch.set_num_threads(threads)
+
+
+def underflows_to_zero(n: int = 1 << 20) -> bool:
+    """Whether 1.2e-38 * 0.9 (a denormal result) comes out 0 in every thread's part."""
+    return not bool((torch.full((n,), 1.2e-38) * 0.9).any())
+
+
+@pytest.mark.skipif(not X86, reason="the flush modes are x86's")
+def test_the_worker_threads_started_before_the_block_flush_too(two_threads_started_unflushed):
+    assert not denormals_flushed() and not underflows_to_zero()
+    with flush_denormals() as flushed:
+        assert flushed and underflows_to_zero()
+        # What made Adam slow: the first moment of a weight whose gradient stays 0 shrinks by
+        # 0.9 a step into denormals, in every thread's part of the fused update.
+        weight = torch.nn.Parameter(torch.randn(400, 784))
+        adam = torch.optim.Adam([weight], fused=True)
+        weight.grad = torch.randn_like(weight)
+        adam.step()
+        weight.grad.zero_()
+        adam.state[weight]["exp_avg"].fill_(1.2e-38)
+        adam.step()
+        assert not adam.state[weight]["exp_avg"].any()
+    assert not denormals_flushed()
+    assert not (torch.full((1 << 20,), 1.2e-38) * 0.9).eq(0).any()  # every thread unflushed
+
+
 @pytest.mark.skipif(not X86, reason="the flush modes are x86's")
 def test_training_and_evaluation_run_flushed_and_leave_the_mode_as_it_was(tmp_path, monkeypatch):
     seen = {"loss": [], "estimate": []}

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -35,29 +36,79 @@ def tune_allocator() -> bool:
     return ok and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
 
 
+GRAIN = 32768  # elements per thread below which torch runs an elementwise op on one thread
+
+
 def denormals_flushed() -> bool:
-    """Whether this thread's float32 arithmetic flushes denormals: 1e-39 * 1 comes out 0."""
-    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+    """Whether float32 arithmetic flushes denormals, in and out, on this thread and on every
+    thread of torch's intra-op pool: a denormal operand (1e-39 * 1, DAZ) and a denormal result
+    (1.2e-38 * 0.9, FTZ) both come out 0, in ops large enough that each thread computes a part.
+    (A worker thread was seen to pass the first test and fail the second.)"""
+    n = GRAIN * max(1, torch.get_num_threads())
+    x = torch.tensor([1e-39, 1.2e-38]).repeat(n)  # each thread takes both kinds
+    return not bool(x.mul_(torch.tensor([1.0, 0.9]).repeat(n)).any())
+
+
+def _openmp_library() -> ctypes.CDLL | None:
+    """The OpenMP runtime this process has loaded (torch's intra-op pool), where it is one
+    with libgomp's entry points (GNU libgomp; LLVM's and Intel's runtimes export them too)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "omp" in line.rsplit("/", 1)[-1]}
+    except OSError:  # not Linux
+        return None
+    for path in sorted(paths):
+        if Path(path).name.startswith(("libgomp", "libomp", "libiomp")):
+            lib = ctypes.CDLL(path)  # loaded already: the same copy torch uses
+            if hasattr(lib, "GOMP_parallel"):
+                return lib
+    return None
+
+
+def set_flush_on_pool(mode: bool) -> bool:
+    """`torch.set_flush_denormal(mode)` on each thread of the OpenMP pool torch runs its CPU
+    ops on; False where that runtime is not found.
+
+    The mode is a per-thread register (MXCSR) that a thread copies from its creator when it
+    starts, so pool threads started before the mode was set keep the old one, and a loop
+    flushed in its main thread only still makes denormals in the other threads' halves of
+    every op. This runs a parallel region of the pool's size (libgomp's GOMP_parallel) whose
+    every thread sets the mode on itself.
+    """
+    lib = _openmp_library()
+    if lib is None:
+        return False
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: torch.set_flush_denormal(mode))
+    lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    lib.GOMP_parallel.restype = None
+    lib.GOMP_parallel(ctypes.cast(callback, ctypes.c_void_p), None, torch.get_num_threads(), 0)
+    return True
 
 
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[bool]:
     """Float32 values under 2^-126 (about 1.2e-38) count as 0, in and out, inside the block
-    (the CPU's FTZ and DAZ modes, `torch.set_flush_denormal`); the previous mode comes back
-    after it. Yields whether the CPU supports it (x86 with SSE3; a no-op elsewhere).
+    (the CPU's FTZ and DAZ modes, `torch.set_flush_denormal`), on this thread, on torch's
+    worker threads and on threads started inside the block; afterwards every thread is back
+    to unflushed if the mode was not on everywhere before. Yields whether denormals are now
+    flushed everywhere (x86 with SSE3; elsewhere a no-op that yields False).
 
     Why: an Intel Xeon multiplies denormal operands ~200x slower than normal ones (a 2,000 x
     2,000 float32 matmul of denormals took 10.8 s against 51 ms flushed, measured 2026-11-26),
-    and the VampPrior's backward pass makes them (a mixture component far from every sample
-    gets a gradient weight of e^-87 and less): its training ran at 1,600-3,200 images/s there,
-    6,100-6,200 flushed. Such a value is smaller than one unit in the last place of any loss,
-    density or weight it could add to, so only the bits of results that were already under
-    float32's resolution can change.
+    and training makes them: the VampPrior's backward pass (a mixture component far from every
+    sample gets a gradient weight of e^-87 and less), and Adam's first moment of a weight whose
+    gradient stays 0 (a pixel that is 0 in every image), which shrinks by 0.9 a step and is
+    denormal after a few hundred steps: with half of torch's threads unflushed, the MLP VAE's
+    Adam update took 1.5-1.9 ms instead of 0.34. Such a value is smaller than one unit in the
+    last place of any loss, density or weight it could add to, so only the bits of results
+    that were already under float32's resolution can change.
     """
     before = denormals_flushed()
-    supported = torch.set_flush_denormal(True)
+    if not before and torch.set_flush_denormal(True) and not denormals_flushed():
+        set_flush_on_pool(True)
     try:
-        yield supported
+        yield denormals_flushed()
     finally:
-        if supported and not before:
+        if not before:
             torch.set_flush_denormal(False)
+            set_flush_on_pool(False)
