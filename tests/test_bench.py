@@ -24,6 +24,10 @@ def test_matmul_rate_is_a_positive_rate():
     assert bench.matmul_rate(seconds=0.05) > 1e8  # any CPU of this decade: > 0.1 GFLOP/s
 
 
+def test_adam_update_is_timed_per_step():
+    assert 0 < bench.adam_seconds(seconds=0.05) < 0.5  # 650,000 weights: well under a second
+
+
 @pytest.mark.slow
 def test_bench_quick_prints_the_ratio(tmp_path, capsys):
     out = tmp_path / "bench.json"
@@ -36,4 +40,7 @@ def test_bench_quick_prints_the_ratio(tmp_path, capsys):
         assert result[f"{side}_images_per_s"]["median"] > 0
         assert result[f"{side}_peak_mb"] > 50
     # Same model, same maths: after one epoch the test losses are close.
+    # The step's matmuls and Adam update bound it below the matmuls-only ceiling.
+    assert result["matmul_and_adam_images_per_s"] < result["ceiling_images_per_s"]
+    assert any(line.startswith("its matmuls and its Adam update") for line in lines)
     assert abs(result["vaelab_test_loss"]["median"] - result["recipe_test_loss"]["median"]) < 25

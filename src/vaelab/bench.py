@@ -5,7 +5,9 @@ same images, each in its own process as its users run it: the recipe (vaelab.ben
 with the default environment, vaelab through its `vaelab train` entry point. Runs alternate
 A B A B so drift on a shared machine hits both; the ratio is taken per pair, then its median.
 The float32 matmul rate at the model's shapes is measured in the same run and gives the
-machine's ceiling for this model: the images/s if a step cost only its matmuls.
+machine's ceiling for this model: the images/s if a step cost only its matmuls. The Adam update
+is timed too: a step's matmuls and its update, the two parts no loop can skip, bound what any
+float32 Adam loop can reach below that ceiling.
 """
 
 from __future__ import annotations
@@ -56,6 +58,26 @@ def matmul_rate(seconds: float = 1.0, layers=LAYERS, batch: int = BATCH) -> floa
         step()
         n += 1
     return n * batch * flops_per_image(layers) / (time.perf_counter() - start)
+
+
+def adam_seconds(seconds: float = 0.5, layers=LAYERS) -> float:
+    """Seconds per Adam update of the model's weights and biases, as the trainer makes it
+    (one fused pass over parameters, gradients and both moments), timed on this machine."""
+    from vaelab.training.trainer import make_adam
+
+    params = [
+        torch.nn.Parameter(torch.randn(*shape)) for i, o in layers for shape in ((o, i), (o,))
+    ]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    adam = make_adam(params, 1e-3)
+    for _ in range(20):
+        adam.step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        adam.step()
+        n += 1
+    return (time.perf_counter() - start) / n
 
 
 def write_bench_data(dataset: str, data_dir: str | None, folder: Path, limit: int | None):
@@ -137,8 +159,9 @@ def bench(pairs: int = 5, epochs: int = 2, dataset: str = "fashion-mnist",
           data_dir: str | None = None, limit: int | None = None,
           say=print) -> dict[str, Any]:  # fmt: skip
     """Interleaved pairs recipe / vaelab; returns (and prints) the comparison."""
-    rate = matmul_rate()
+    rate, adam = matmul_rate(), adam_seconds()
     ceiling = rate / flops_per_image()
+    floor = BATCH / (BATCH / ceiling + adam)  # a step of its matmuls and its Adam update only
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         n = write_bench_data(dataset, data_dir, Path(tmp), limit)
@@ -162,6 +185,7 @@ def bench(pairs: int = 5, epochs: int = 2, dataset: str = "fashion-mnist",
         "vaelab_peak_mb": max(r["vaelab"]["peak_mb"] for r in rows),
         "matmul_gflops": rate / 1e9, "flops_per_image": flops_per_image(),
         "ceiling_images_per_s": ceiling,
+        "adam_ms_per_step": 1e3 * adam, "matmul_and_adam_images_per_s": floor,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "platform": platform.platform(),
                     "processor": cpu_model()},
@@ -189,6 +213,13 @@ def report(result: dict[str, Any], say=print) -> None:
         f"{r['ceiling_images_per_s']:.0f} images/s; vaelab reaches "
         f"{100 * r['fraction_of_ceiling']:.0f} % of it"
     )
+    if "matmul_and_adam_images_per_s" in r:  # results saved before it was measured lack it
+        say(
+            f"its matmuls and its Adam update ({r['adam_ms_per_step']:.2f} ms a step) alone "
+            f"would give {r['matmul_and_adam_images_per_s']:.0f} images/s, "
+            f"{100 * r['matmul_and_adam_images_per_s'] / r['ceiling_images_per_s']:.0f} % of "
+            "the ceiling"
+        )
     say(f"ratio: {r['ratio']['median']:.2f}")
 
 

