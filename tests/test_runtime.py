@@ -10,7 +10,13 @@ import torch
 from vaelab.cli import main as cli_main
 from vaelab.evaluation.run_eval import evaluate_run
 from vaelab.models import MODELS
-from vaelab.training.runtime import denormals_flushed, flush_denormals
+from vaelab.training.runtime import (
+    _flushes,
+    _openmp_library,
+    denormals_flushed,
+    flush_denormals,
+    set_flush_on_pool,
+)
 
 DENORMAL = 1e-39  # under float32's smallest normal number, 2^-126 (about 1.18e-38)
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -58,7 +64,10 @@ def underflows_to_zero(n: int = 1 << 20) -> bool:
     return not bool((torch.full((n,), 1.2e-38) * 0.9).any())
 
 
-@pytest.mark.skipif(not X86, reason="the flush modes are x86's")
+POOL = X86 and _openmp_library() is not None  # torch's OpenMP runtime found (Linux)
+
+
+@pytest.mark.skipif(not POOL, reason="needs x86 and torch's OpenMP runtime (Linux)")
 def test_the_worker_threads_started_before_the_block_flush_too(two_threads_started_unflushed):
     assert not denormals_flushed() and not underflows_to_zero()
     with flush_denormals() as flushed:
@@ -75,6 +84,21 @@ def test_the_worker_threads_started_before_the_block_flush_too(two_threads_start
         assert not adam.state[weight]["exp_avg"].any()
     assert not denormals_flushed()
     assert not (torch.full((1 << 20,), 1.2e-38) * 0.9).eq(0).any()  # every thread unflushed
+
+
+@pytest.mark.skipif(not POOL, reason="needs x86 and torch's OpenMP runtime (Linux)")
+def test_the_callers_own_mode_comes_back_on_every_thread(two_threads_started_unflushed):
+    torch.set_flush_denormal(True)  # this thread only: the pool's worker started unflushed
+    try:
+        assert _flushes(1) and not denormals_flushed()
+        with flush_denormals() as flushed:
+            assert flushed
+        assert _flushes(1)  # the caller keeps flushing, and now so does the pool
+        assert denormals_flushed()
+    finally:
+        set_flush_on_pool(False)
+        torch.set_flush_denormal(False)
+    assert not denormals_flushed()
 
 
 @pytest.mark.skipif(not X86, reason="the flush modes are x86's")

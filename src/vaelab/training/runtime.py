@@ -37,29 +37,39 @@ def tune_allocator() -> bool:
 
 
 GRAIN = 32768  # elements per thread below which torch runs an elementwise op on one thread
+# Test operands as bit patterns: a float literal would already be 0 where this thread flushes.
+DENORMAL_BITS, SMALL_NORMAL_BITS = 0x000AE398, 0x0082AB1E  # 1e-39 and 1.2e-38 in float32
+
+
+def _flushes(threads: int) -> bool:
+    """A denormal operand times 2^30 (a normal result unless DAZ reads the operand as 0) and
+    1.2e-38 * 0.9 (a denormal result unless FTZ writes 0) both come out 0, in every part of an
+    op split over `threads` threads; the result is read as bits, not compared as floats."""
+    n = GRAIN * threads if threads > 1 else 1
+    bits = torch.tensor([DENORMAL_BITS, SMALL_NORMAL_BITS], dtype=torch.int32).repeat(n)
+    factors = torch.tensor([2.0**30, 0.9]).repeat(n)  # each thread's part has both kinds
+    return not bool(bits.view(torch.float32).mul(factors).view(torch.int32).any())
 
 
 def denormals_flushed() -> bool:
-    """Whether float32 arithmetic flushes denormals, in and out, on this thread and on every
-    thread of torch's intra-op pool: a denormal operand (1e-39 * 1, DAZ) and a denormal result
-    (1.2e-38 * 0.9, FTZ) both come out 0, in ops large enough that each thread computes a part.
-    (A worker thread was seen to pass the first test and fail the second.)"""
-    n = GRAIN * max(1, torch.get_num_threads())
-    x = torch.tensor([1e-39, 1.2e-38]).repeat(n)  # each thread takes both kinds
-    return not bool(x.mul_(torch.tensor([1.0, 0.9]).repeat(n)).any())
+    """Whether float32 arithmetic flushes denormals, in and out (DAZ and FTZ), on this thread
+    and on every thread of torch's intra-op pool."""
+    return _flushes(max(1, torch.get_num_threads()))
 
 
 def _openmp_library() -> ctypes.CDLL | None:
-    """The OpenMP runtime this process has loaded (torch's intra-op pool), where it is one
-    with libgomp's entry points (GNU libgomp; LLVM's and Intel's runtimes export them too)."""
+    """The OpenMP runtime torch runs its intra-op pool on, where the process has one with
+    libgomp's entry points (GNU libgomp; LLVM's and Intel's runtimes export them too); torch's
+    own copy first, should another library have loaded a second runtime."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "omp" in line.rsplit("/", 1)[-1]}
     except OSError:  # not Linux
         return None
-    for path in sorted(paths):
+    torch_lib = str(Path(torch.__file__).parent)
+    for path in sorted(paths, key=lambda p: (not p.startswith(torch_lib), p)):
         if Path(path).name.startswith(("libgomp", "libomp", "libiomp")):
-            lib = ctypes.CDLL(path)  # loaded already: the same copy torch uses
+            lib = ctypes.CDLL(path)  # loaded already: the same copy, not a second one
             if hasattr(lib, "GOMP_parallel"):
                 return lib
     return None
@@ -67,17 +77,21 @@ def _openmp_library() -> ctypes.CDLL | None:
 
 def set_flush_on_pool(mode: bool) -> bool:
     """`torch.set_flush_denormal(mode)` on each thread of the OpenMP pool torch runs its CPU
-    ops on; False where that runtime is not found.
+    ops on (the calling thread's pool: each thread that starts parallel work has its own);
+    False where that runtime is not found.
 
     The mode is a per-thread register (MXCSR) that a thread copies from its creator when it
     starts, so pool threads started before the mode was set keep the old one, and a loop
-    flushed in its main thread only still makes denormals in the other threads' halves of
-    every op. This runs a parallel region of the pool's size (libgomp's GOMP_parallel) whose
-    every thread sets the mode on itself.
+    flushed in its main thread only still makes denormals in the other threads' parts of
+    every op. This runs a parallel region of torch's thread count (libgomp's GOMP_parallel)
+    whose every thread sets the mode on itself. (Idle threads beyond that count, left from an
+    earlier larger `torch.set_num_threads`, are not reached.)
     """
     lib = _openmp_library()
     if lib is None:
         return False
+    # The callback runs on each pool thread and takes the GIL there; ctypes releases it around
+    # the foreign call, and GOMP_parallel returns when every thread has run it.
     callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: torch.set_flush_denormal(mode))
     lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     lib.GOMP_parallel.restype = None
@@ -89,9 +103,10 @@ def set_flush_on_pool(mode: bool) -> bool:
 def flush_denormals() -> Iterator[bool]:
     """Float32 values under 2^-126 (about 1.2e-38) count as 0, in and out, inside the block
     (the CPU's FTZ and DAZ modes, `torch.set_flush_denormal`), on this thread, on torch's
-    worker threads and on threads started inside the block; afterwards every thread is back
-    to unflushed if the mode was not on everywhere before. Yields whether denormals are now
-    flushed everywhere (x86 with SSE3; elsewhere a no-op that yields False).
+    worker threads and on threads started inside the block. Afterwards every pool thread and
+    this one have this thread's mode from before the block (nothing changes where every
+    thread flushed already). Yields whether denormals are now flushed everywhere (x86 with
+    SSE3; elsewhere a no-op that yields False).
 
     Why: an Intel Xeon multiplies denormal operands ~200x slower than normal ones (a 2,000 x
     2,000 float32 matmul of denormals took 10.8 s against 51 ms flushed, measured 2026-11-26),
@@ -103,12 +118,16 @@ def flush_denormals() -> Iterator[bool]:
     last place of any loss, density or weight it could add to, so only the bits of results
     that were already under float32's resolution can change.
     """
-    before = denormals_flushed()
-    if not before and torch.set_flush_denormal(True) and not denormals_flushed():
+    if denormals_flushed():
+        yield True
+        return
+    before = _flushes(1)  # this thread's own mode
+    supported = torch.set_flush_denormal(True)
+    if supported and not denormals_flushed():
         set_flush_on_pool(True)
     try:
         yield denormals_flushed()
     finally:
-        if not before:
-            torch.set_flush_denormal(False)
-            set_flush_on_pool(False)
+        if supported:
+            set_flush_on_pool(before)
+            torch.set_flush_denormal(before)
