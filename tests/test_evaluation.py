@@ -17,6 +17,7 @@ from vaelab.evaluation.diagnostics import active_units, posterior_means
 from vaelab.evaluation.likelihood import elbo, iwae_bound, per_image_seeded
 from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from vaelab.models import build_model
+from vaelab.training.run import DataConfig
 
 
 class LinearGaussianHead(LikelihoodHead):
@@ -191,8 +192,12 @@ def eval_runs(tmp_path_factory):
 def test_eval_command_writes_the_numbers_and_the_report(eval_runs, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(clf_module, "REFERENCE_EPOCHS", 1)
+    loads = []
+    load = DataConfig.load
+    monkeypatch.setattr(DataConfig, "load", lambda self: loads.append(1) or load(self))
     run = eval_runs / "bin"
     assert main(["eval", str(run), "--k", "100", "--limit", "200", "--quiet"]) == 0
+    assert len(loads) == 1  # the evaluation and the report share one read of the dataset
     result = json.loads((run / "eval.json").read_text())
     assert result["images"] == 200 and result["likelihood_is_density"]
     chain = [result["neg_elbo"], result["neg_iwae_5"], result["neg_iwae_50"], result["nll"]]

@@ -247,14 +247,16 @@ def sample_labels(model, n: int, label: int | None, model_name: str):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from vaelab.evaluation.run_eval import EVAL_FILE, evaluate_run
+    from vaelab.training.run import read_config
     from vaelab.viz.run_report import write_run_report
 
-    result = evaluate_run(args.run, k=args.k, split=args.split, limit=args.limit)
+    data = read_config(args.run)[0].data.load()  # once, for the evaluation and the report
+    result = evaluate_run(args.run, k=args.k, split=args.split, limit=args.limit, data=data)
     for key, value in result.items():
         if not isinstance(value, list):
             _say(args, f"{key:<28} {value:.4g}" if isinstance(value, float) else
                  f"{key:<28} {value}")  # fmt: skip
-    report = write_run_report(Path(args.run))
+    report = write_run_report(Path(args.run), data=data)
     _say(args, f"wrote {Path(args.run) / EVAL_FILE} and {report}")
     return 0
 

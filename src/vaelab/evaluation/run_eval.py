@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vaelab.data import binarize_fixed
+from vaelab.data import ImageData, binarize_fixed
 from vaelab.errors import VaelabError
 from vaelab.evaluation.classifier import reference_classifier
 from vaelab.evaluation.diagnostics import active_units, kl_per_dim, posterior_means
@@ -96,15 +96,16 @@ def split_data(data, split: str):
 
 @torch.no_grad()
 @flush_denormals()  # fast on CPUs slow with denormal operands (training/runtime.py)
-def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test",
-                 limit: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Evaluate a run on its test (or train) split; write and return eval.json's content."""
+def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test", limit: int | None = None,
+                 data: ImageData | None = None) -> dict[str, Any]:  # fmt: skip
+    """Evaluate a run on its test (or train) split; write and return eval.json's content.
+    `data`: the run's dataset, where the caller has loaded it already (else loaded here)."""
     if k < 1:
         raise VaelabError(f"--k is {k}: expected at least 1 importance sample")
     run_dir = Path(run_dir)
     config, raw = read_config(run_dir)
     _, model = load_run(run_dir)
-    data = config.data.load()
+    data = config.data.load() if data is None else data
     binarization = raw.get("binarization", config.data.resolved_binarization(
         config.model_config.likelihood))  # fmt: skip
     images, labels = split_data(data, split)

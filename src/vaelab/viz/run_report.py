@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.data import binarize_fixed
+from vaelab.data import ImageData, binarize_fixed
 from vaelab.evaluation.run_eval import EVAL_FILE
 from vaelab.models import Model
 from vaelab.training.run import RunConfig, load_run, read_config
@@ -41,9 +41,10 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_set(config: RunConfig, binarization: str):
-    """The run's test images (binarized as in training), labels and class names."""
-    data = config.data.load()
+def test_set(config: RunConfig, binarization: str, data: ImageData | None = None):
+    """The run's test images (binarized as in training), labels and class names (from `data`,
+    the run's dataset, where the caller has it loaded)."""
+    data = config.data.load() if data is None else data
     x = binarize_fixed(data.test_images, binarization, config.data.test_seed)
     return x, data.test_labels, data.class_names
 
@@ -191,8 +192,9 @@ def eval_section(run_dir: Path) -> Section | None:
     return Section("Evaluation", text, table=table)
 
 
-def write_run_report(run_dir: str | Path, trainer=None) -> Path:
-    """Write figures/*.png and report.html for a run; reuse a live trainer's model and data."""
+def write_run_report(run_dir: str | Path, trainer=None, data: ImageData | None = None) -> Path:
+    """Write figures/*.png and report.html for a run; reuse a live trainer's model and data, or
+    the run's dataset where the caller has it loaded."""
     run_dir = Path(run_dir)
     config, raw = read_config(run_dir)
     binarization = raw.get("binarization", config.data.binarization)
@@ -201,7 +203,7 @@ def write_run_report(run_dir: str | Path, trainer=None) -> Path:
         class_names = trainer.class_names
     else:
         _, model = load_run(run_dir)
-        x, y, class_names = test_set(config, binarization)
+        x, y, class_names = test_set(config, binarization, data)
     y = None if y is None else y.cpu()
     history = read_history(run_dir)
     figures = run_figures(model, x, y, history, class_names)
