@@ -39,8 +39,8 @@ def test_bench_quick_prints_the_ratio(tmp_path, capsys):
     for side in ("recipe", "vaelab"):
         assert result[f"{side}_images_per_s"]["median"] > 0
         assert result[f"{side}_peak_mb"] > 50
-    # Same model, same maths: after one epoch the test losses are close.
     # The step's matmuls and Adam update bound it below the matmuls-only ceiling.
     assert result["matmul_and_adam_images_per_s"] < result["ceiling_images_per_s"]
     assert any(line.startswith("its matmuls and its Adam update") for line in lines)
+    # Same model, same maths: after one epoch the test losses are close.
     assert abs(result["vaelab_test_loss"]["median"] - result["recipe_test_loss"]["median"]) < 25

@@ -123,7 +123,7 @@ def flush_denormals() -> Iterator[bool]:
         return
     before = _flushes(1)  # this thread's own mode
     supported = torch.set_flush_denormal(True)
-    if supported and not denormals_flushed():
+    if supported:  # the pool's threads too: those started before now kept their own mode
         set_flush_on_pool(True)
     try:
         yield denormals_flushed()
