@@ -1,14 +1,20 @@
-"""`vaelab bench`: the FLOP count against torch's own counter, and the command end to end."""
+"""`vaelab bench` (benchmarks/bench.py, against benchmarks/recipe.py): the FLOP count against
+torch's own counter, and the command end to end."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vaelab import bench
-from vaelab.bench_recipe import VAE, loss_function
+import vaelab
 from vaelab.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench  # noqa: E402  (benchmarks/bench.py)
+from recipe import VAE, loss_function  # noqa: E402  (benchmarks/recipe.py)
 
 
 def test_flops_per_image_matches_torch_flop_counter():
@@ -28,11 +34,25 @@ def test_adam_update_is_timed_per_step():
     assert 0 < bench.adam_seconds(seconds=0.05) < 0.5  # 650,000 weights: well under a second
 
 
+def test_bench_outside_a_source_checkout_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    installed = tmp_path / "site-packages" / "vaelab" / "__init__.py"  # no benchmarks/ near it
+    monkeypatch.setattr(vaelab, "__file__", str(installed))
+    assert main(["bench", "--quick"]) == 2
+    assert capsys.readouterr().err.startswith("vaelab: error: vaelab bench needs a source checkout")
+
+
+def test_bench_passes_its_options_to_the_script(capfd):
+    assert main(["bench", "--pairs", "0"]) == 2  # refused by benchmarks/bench.py's own parser
+    assert "--pairs and --epochs must be at least 1" in capfd.readouterr().err
+    assert main(["bench", "--help"]) == 0
+    assert "--quick" in capfd.readouterr().out
+
+
 @pytest.mark.slow
-def test_bench_quick_prints_the_ratio(tmp_path, capsys):
+def test_bench_quick_prints_the_ratio(tmp_path, capfd):
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = capfd.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("ratio: ") and float(lines[-1].split()[1]) > 0
     result = json.loads(out.read_text())
     assert result["pairs"] == 3 and len(result["rows"]) == 3

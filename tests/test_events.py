@@ -1,74 +1,74 @@
-"""The TensorBoard writer, read back by TensorBoard's own reader."""
+"""TensorBoard events through tensorboardX, read back by TensorBoard's own reader: the scalars
+with their steps, the purge of a killed run's late events on resume, and training without
+tensorboardX installed."""
 
 from __future__ import annotations
 
-import struct
+import json
+import sys
 
-import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_masked
 
-from vaelab.training.events import EventWriter, crc32c, masked_crc32c, tfrecord
-
-
-def test_crc32c_known_vectors():
-    assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(b"") == 0
-    assert crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720, B.4
-    assert crc32c(b"\xff" * 32) == 0x62A8AB43
+from conftest import tiny_config
+from vaelab.run import DataConfig, RunConfig, TrainConfig
+from vaelab.training.events import log_scalars, scalar_writer
+from vaelab.training.trainer import resume, train
 
 
-def test_masked_crc_matches_tensorboard():
-    for data in (b"", b"a", b"123456789", bytes(range(256))):
-        assert masked_crc32c(data) == tb_masked(data)
-
-
-def test_tfrecord_framing():
-    record = tfrecord(b"abc")
-    assert struct.unpack("<Q", record[:8]) == (3,)
-    assert record[12:15] == b"abc" and len(record) == 8 + 4 + 3 + 4
-
-
-def test_scalars_round_trip_through_the_reference_reader(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        writer.add_scalar("train/loss", 160.123456789, step=1, wall_time=1000.25)
-        writer.add_scalar("test/loss", -3.5, step=2**40, wall_time=1001.5)
-        writer.add_scalar("train/loss", 1e40, step=0, wall_time=1002.0)
-    assert "tfevents" in writer.path.name and writer.path.parent == tmp_path
-    events = list(LegacyEventFileLoader(str(writer.path)).Load())
-    assert events[0].file_version == "brain.Event:2"
-    got = [
-        (e.summary.value[0].tag, e.summary.value[0].simple_value, e.step, e.wall_time)
-        for e in events[1:]
-    ]
-    assert got == [
-        ("train/loss", pytest.approx(float(np.float32(160.123456789)), abs=0), 1, 1000.25),
-        ("test/loss", -3.5, 2**40, 1001.5),
-        ("train/loss", float("inf"), 0, 1002.0),
-    ]
-
-
-def test_event_accumulator_reads_every_file_and_purges_on_resume(tmp_path):
-    with EventWriter(tmp_path) as first:
-        first.add_scalars({"loss": 10.0, "kl": 1.0}, step=0)
-        for step in range(1, 10):
-            first.add_scalar("loss", 10.0 - step, step)
-    with EventWriter(tmp_path, purge_step=5) as second:  # resumed from a step-5 checkpoint
-        for step in range(5, 8):
-            second.add_scalar("loss", 100.0 + step, step)
-    assert second.path != first.path and len(list(tmp_path.iterdir())) == 2
-    acc = EventAccumulator(str(tmp_path))
+def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(logdir))
     acc.Reload()
-    assert set(acc.Tags()["scalars"]) == {"loss", "kl"}
-    loss = [(s.step, s.value) for s in acc.Scalars("loss")]
-    assert loss == [(s, 10.0 - s) for s in range(5)] + [(s, 100.0 + s) for s in range(5, 8)]
+    return {tag: [(s.step, s.value) for s in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_closed_writer_refuses_writes(tmp_path):
-    writer = EventWriter(tmp_path)
-    writer.close()
-    writer.close()
-    with pytest.raises(ValueError, match="closed"):
-        writer.add_scalar("loss", 1.0, 0)
+def run_config(epochs: int) -> RunConfig:
+    return RunConfig(model="vae", model_config=tiny_config("vae"), data=DataConfig(),
+                     train=TrainConfig(epochs=epochs, batch_size=128))  # fmt: skip
+
+
+def test_an_epochs_numbers_are_read_back_at_its_step(tmp_path):
+    with scalar_writer(tmp_path) as writer:
+        log_scalars(writer, {"epoch": 1, "step": 8, "train/loss": 160.5, "test/loss": -3.5}, 8)
+        log_scalars(writer, {"epoch": 2, "step": 2**40, "train/loss": 150.25}, 2**40)
+    assert read_scalars(tmp_path) == {  # "epoch" and "step" are the record's, not scalars
+        "train/loss": [(8, 160.5), (2**40, 150.25)],
+        "test/loss": [(8, -3.5)],
+    }
+
+
+def test_a_resumed_writer_hides_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+    with scalar_writer(tmp_path) as first:  # checkpointed at step 4, killed after step 9
+        for step in range(10):
+            log_scalars(first, {"train/loss": 10.0 - step}, step)
+    with scalar_writer(tmp_path, purge_step=5) as second:  # in the same second, often
+        for step in range(5, 8):
+            log_scalars(second, {"train/loss": 100.0 + step}, step)
+    assert len(list(tmp_path.iterdir())) == 2
+    assert read_scalars(tmp_path)["train/loss"] == [(s, 10.0 - s) for s in range(5)] + [
+        (s, 100.0 + s) for s in range(5, 8)
+    ]
+
+
+def test_training_logs_metrics_jsonl_to_tensorboard_and_a_resume_keeps_each_epoch_once(
+    small_data, tmp_path
+):
+    run = tmp_path / "run"
+    train(run_config(epochs=2), run, quiet=True, data=small_data)
+    with scalar_writer(run / "events") as late:  # a killed epoch 3, logged before its checkpoint
+        log_scalars(late, {"train/loss": 1e6}, 12)
+    resume(run, epochs=3, quiet=True, data=small_data)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scalars = read_scalars(run / "events")
+    assert [step for step, _ in scalars["train/loss"]] == [4, 8, 12]  # 512 / 128 a epoch
+    for key in ("train/loss", "test/loss", "train/lr"):
+        assert scalars[key] == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows]
+
+
+def test_training_without_tensorboardx_logs_no_events_and_says_so(small_data, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # `import tensorboardX` fails
+    with pytest.warns(UserWarning, match=r"tensorboardX is not installed.*vaelab\[tensorboard\]"):
+        train(run_config(epochs=1), tmp_path / "run", quiet=True, data=small_data)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 1
+    assert not (tmp_path / "run" / "events").exists()

@@ -2,6 +2,9 @@
 
 A config read from a file or the command line is checked field by field: an unknown field or a
 value of the wrong type is one clear error naming the field, the value and the expected type.
+A field with a fixed set of values is a `typing.Literal` (`precision: Literal["fp32", "bf16"]`):
+a value outside it is refused the same way, naming the choices, and `vaelab train --help`
+lists them.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from vaelab.errors import VaelabError
 
@@ -17,6 +20,8 @@ C = TypeVar("C")
 
 
 def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
@@ -24,9 +29,23 @@ def type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def choices(tp: Any) -> tuple:
+    """The values a Literal type (or a union holding Literals) allows; () for other types."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(c for arg in typing.get_args(tp) for c in choices(arg))
+    return ()
+
+
 def coerce(value: Any, tp: Any) -> Any:
     """Return `value` as type `tp`, or raise TypeError. Ints pass as floats; never the reverse."""
     origin = typing.get_origin(tp)
+    if origin is Literal:  # of the choice's type too: True is not the choice 1
+        for choice in typing.get_args(tp):
+            if type(value) is type(choice) and value == choice:
+                return choice
+        raise TypeError
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
@@ -54,6 +73,19 @@ def coerce(value: Any, tp: Any) -> Any:
 def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def check_choices(config: Any) -> None:
+    """Refuse a Literal field of dataclass `config` whose value is not one of its choices: what
+    from_dict checks, for a config built in code (call it from the config's `validate`)."""
+    for name, tp in field_types(type(config)).items():
+        value = getattr(config, name)
+        if not choices(tp):
+            continue
+        try:
+            coerce(value, tp)
+        except TypeError:
+            raise VaelabError(f"{name} is {value!r}: expected {type_name(tp)}") from None
 
 
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:

@@ -22,7 +22,6 @@ whole training set in memory and the same model. The trainer asks `current()` fo
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -254,11 +253,12 @@ def _from_env(timeout_s: float) -> Single:
 
 def _join(rank: int, world_size: int, timeout_s: float) -> None:
     """Join the process group that torchrun's environment describes (MASTER_ADDR, ...)."""
-    # torch._dynamo (imported by the first optimizer) keeps references to the process group
-    # that exists when it is first imported: after that, destroy_process_group cannot free the
-    # group, Gloo's threads outlive it, and one of them releasing a tensor while the
+    # torch's compiler (imported by the first optimizer step) keeps references to the process
+    # group that exists when it is first imported: after that, destroy_process_group cannot
+    # free the group, Gloo's threads outlive it, and one of them releasing a tensor while the
     # interpreter exits aborts the process ("terminate called without an active exception").
-    importlib.import_module("torch._dynamo")
+    # Resetting the compiler's (still empty) state is the public call that imports it now.
+    torch.compiler.reset()
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     timeout = timedelta(seconds=timeout_s)
     try:

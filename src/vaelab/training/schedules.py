@@ -5,6 +5,8 @@ recomputes them exactly; that one follows the time spent, which the train state 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 
 def kl_warmup(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
     """Linear KL warm-up (Bowman et al. 2016; Sønderby et al. 2016): 0 -> 1 over the epochs."""
@@ -22,10 +24,11 @@ def derived_seed(seed: int, *parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-LR_SCHEDULES = ("constant", "burda")
+LrSchedule = Literal["constant", "burda"]  # burda: the IWAE paper's 3^i-epoch stages
+LR_SCHEDULES = get_args(LrSchedule)
 
 
-def lr_factor(schedule: str, epoch: int) -> float:
+def lr_factor(schedule: LrSchedule, epoch: int) -> float:
     """The learning rate's multiplier in `epoch` (0-based).
 
     burda: the IWAE paper's schedule (Burda et al. 2016, Sec. 5): stage i = 0..7 lasts 3^i

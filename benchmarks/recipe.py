@@ -4,7 +4,7 @@ run as its users run it: a Dataset that turns each image into a PIL image and th
 BCE on grayscale pixels with reduction="sum". torchvision is not needed: its two steps are
 written out below. Runs in its own process:
 
-    python -m vaelab.bench_recipe IMAGES.gz LABELS.gz TEST_IMAGES.gz EPOCHS SEED
+    python benchmarks/recipe.py IMAGES.gz LABELS.gz TEST_IMAGES.gz EPOCHS SEED
 
 and prints one JSON line: training images/s (training loop only), the test loss per image.
 """

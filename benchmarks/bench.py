@@ -1,10 +1,12 @@
 """`vaelab bench`: vaelab's trainer against the standard PyTorch recipe, interleaved.
 
+    python benchmarks/bench.py --quick       (or `vaelab bench --quick` from a source checkout)
+
 Both train the same 784-400-20 MLP VAE (BCE on grayscale pixels, batch 128, Adam 1e-3) on the
-same images, each in its own process as its users run it: the recipe (vaelab.bench_recipe)
-with the default environment, vaelab through its `vaelab train` entry point. Runs alternate
-A B A B so drift on a shared machine hits both; the ratio is taken per pair, then its median.
-The float32 matmul rate at the model's shapes is measured in the same run and gives the
+same images, each in its own process as its users run it: the recipe (benchmarks/recipe.py, run
+as a script) with the default environment, vaelab through its `vaelab train` entry point. Runs
+alternate A B A B so drift on a shared machine hits both; the ratio is taken per pair, then its
+median. The float32 matmul rate at the model's shapes is measured in the same run and gives the
 machine's ceiling for this model: the images/s if a step cost only its matmuls. The Adam update
 is timed too (the trainer's fused update, at this thread count, warm in the cache): a step of
 only its matmuls and that update bounds what a loop keeping both can reach below the ceiling.
@@ -12,6 +14,7 @@ only its matmuls and that update bounds what a loop keeping both can reach below
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,10 +28,12 @@ from typing import Any
 
 import torch
 
+import vaelab
 from vaelab.data import load_dataset, write_idx
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
 
+RECIPE = Path(__file__).resolve().with_name("recipe.py")  # the baseline, run as a script
 LAYERS = [(784, 400), (400, 40), (20, 400), (400, 784)]  # the MLP VAE's matmuls (in, out)
 BATCH = 128
 
@@ -104,8 +109,8 @@ def run_child(argv: list[str], env: dict | None = None) -> tuple[str, float]:
 
 
 def run_recipe(folder: Path, epochs: int, seed: int) -> dict[str, float]:
-    argv = [sys.executable, "-m", "vaelab.bench_recipe", str(folder / "train-images-idx3-ubyte"),
-            "-", str(folder / "t10k-images-idx3-ubyte"), str(epochs), str(seed)]  # fmt: skip
+    argv = [sys.executable, str(RECIPE), str(folder / "train-images-idx3-ubyte"), "-",
+            str(folder / "t10k-images-idx3-ubyte"), str(epochs), str(seed)]  # fmt: skip
     out, peak = run_child(argv)
     row = json.loads(out.strip().splitlines()[-1])
     return {"images_per_s": row["images_per_s"], "test_loss": row["test_loss"], "peak_mb": peak}
@@ -225,3 +230,47 @@ def report(result: dict[str, Any], say=print) -> None:
 
 def save(result: dict[str, Any], path: str | Path) -> None:
     atomic_write_json(Path(path), result)
+
+
+QUICK = {"pairs": 3, "epochs": 1, "limit": 20000}  # --quick: short pairs on the shipped sample
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 short pairs on the shipped sample")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved pairs (default 5)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
+    parser.add_argument("--dataset", help="default fashion-mnist (mnist-sample with --quick)")
+    parser.add_argument("--data-dir", help="where the dataset's files are")
+    parser.add_argument("--out", default="benchmarks/results/bench-mlp-vae.json")
+    parser.add_argument("--quiet", action="store_true", help="only the summary")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    if args.pairs < 1 or args.epochs < 1:
+        parser.error("--pairs and --epochs must be at least 1")
+    if args.quick:
+        args.pairs, args.epochs = QUICK["pairs"], QUICK["epochs"]
+    args.dataset = args.dataset or ("mnist-sample" if args.quick else "fashion-mnist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    vaelab.flush_denormals()  # as `vaelab train` does: before torch starts its worker threads
+    args = parse_args(argv)
+    say = (lambda text: None) if args.quiet else print
+    try:
+        result = bench(pairs=args.pairs, epochs=args.epochs, dataset=args.dataset,
+                       data_dir=args.data_dir, limit=QUICK["limit"] if args.quick else None,
+                       say=say)  # fmt: skip
+    except VaelabError as err:
+        if args.debug:
+            raise
+        print(f"benchmarks/bench.py: error: {err}", file=sys.stderr)
+        return 2
+    save(result, args.out)
+    report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
