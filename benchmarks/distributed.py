@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import cpu_model, run_child, run_speed, summary, vaelab_command
+from bench import cpu_model, run_child, run_speed, summary, vaelab_command
 from vaelab.fileio import atomic_write_json
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import cpu_model
+from bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.evaluation.classifier import train_classifier
 from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound, reconstruction_nll
-from vaelab.models import MODELS, Batch
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.models import MODELS, Batch, DensityModel
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
 
 MODELS_TO_RUN = [  # (label, registered name, config changes)
@@ -53,15 +53,14 @@ MODELS_TO_RUN = [  # (label, registered name, config changes)
 @torch.no_grad()
 def evaluate(model, x, y, k_eval, classifier):
     model.eval()
-    cond = y if model.conditional else None
     torch.manual_seed(0)
-    row = {"recon": dataset_mean(lambda a, b: reconstruction_nll(model, a, b), x, cond)}
-    if hasattr(model, "log_weights"):
-        row["neg_elbo"] = -dataset_mean(lambda a, b: elbo(model, a, b), x, cond)
+    row = {"recon": dataset_mean(lambda a, b: reconstruction_nll(model, a, b), x, y)}
+    if isinstance(model, DensityModel):
+        row["neg_elbo"] = -dataset_mean(lambda a, b: elbo(model, a, b), x, y)
         row[f"neg_iwae_{k_eval}"] = -dataset_mean(lambda a, b: iwae_bound(model, a, b, k_eval),
-                                                  x, cond)  # fmt: skip
-    if model.conditional:
-        labels = torch.arange(1000) % model.config.num_classes
+                                                  x, y)  # fmt: skip
+    if model.label_classes:
+        labels = model.sample_labels(1000)
         samples = model.generate(1000, labels, torch.Generator().manual_seed(0))
         row["cond_sample_acc"] = classifier.accuracy(samples, labels)
         # Does the decoder use the label? Decode test codes under a different label (+3 mod

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from vaelab.bench import cpu_model
+from bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.evaluation.likelihood import elbo, iwae_bound, mean_and_se, per_image
 from vaelab.models import MODELS
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
 
 PUBLISHED = {  # test NLL in nats; where each figure comes from

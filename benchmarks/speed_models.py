@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from vaelab.bench import cpu_model
-from vaelab.bench_recipe import ImageFolderLike
+from bench import cpu_model
+from recipe import ImageFolderLike
 from vaelab.data import ImageData, binarize_fixed, load_dataset
 from vaelab.evaluation.likelihood import iwae_bound, per_image_seeded
 from vaelab.models import MODELS, Batch, StepContext, build_model
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
 
 ROWS = [  # (label, model, config changes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -10,8 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+import laplace_vae  # noqa: F401  (registers the test-only model: tests/laplace_vae.py)
+import vaelab
 from vaelab.data import ImageData, load_dataset
 from vaelab.models import MODELS
+
+# As the `vaelab` command does first (training/runtime.py says why): before torch starts its
+# worker threads, so that every one of them flushes denormals and tests train as the command.
+vaelab.flush_denormals()
+# Commands the tests start pin their thread count: left to the machine's load, a run and its
+# resumed copy could differ in their last bits (training/threads.py; its own tests unset it).
+os.environ.setdefault("VAELAB_THREADS", str(torch.get_num_threads()))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -19,7 +29,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def tiny_config(name: str, net: str = "mlp", **changes):
     """The registered model's config at a size that trains in milliseconds."""
     cls = MODELS[name].config_class
-    conditional = getattr(MODELS[name], "conditional", False)
+    conditional = MODELS[name].conditional
     fields = {
         "image_shape": (1, 28, 28),
         "latent_dim": 2,

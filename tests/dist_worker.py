@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
+import laplace_vae  # the test-only model, as in conftest.py
 from vaelab.data import ImageData
 from vaelab.distributions import DiagonalGaussian
 from vaelab.models import MODELS
 from vaelab.models.aae import AAE
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 
 
 def run_config(
@@ -37,8 +38,7 @@ def run_config(
     """A tiny run: 2-D latent, one hidden layer of 32, grayscale pixels."""
     cls = MODELS[model]
     fields = {"image_shape": data.image_shape, "latent_dim": 2, "hidden": (32,)}
-    if cls.conditional:
-        fields["num_classes"] = data.num_classes
+    fields.update(cls.fields_from_data(data.num_classes))
     return RunConfig(
         model=model,
         model_config=cls.config_class(**fields),
@@ -58,6 +58,7 @@ def fixed_adversarial(self, codes, y):
 
 def no_noise(setattr_=setattr) -> None:
     setattr_(DiagonalGaussian, "rsample", mean_sample)
+    setattr_(laplace_vae.Laplace, "rsample", mean_sample)
     setattr_(AAE, "adversarial", fixed_adversarial)
 
 

@@ -1,4 +1,4 @@
-"""The adversarial autoencoder: its priors, its config checks, its losses, and training through
+"""The adversarial autoencoder: its config checks, its losses, and training through
 the real trainer until the codes match the prior."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from vaelab.distributions import DiagonalGaussian
 from vaelab.errors import VaelabError
 from vaelab.models import Batch, StepContext, build_model
-from vaelab.models.aae import AAEConfig, MixturePrior, NormalPrior, SwissRollPrior
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.models.aae import AAEConfig
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
 
 PHASES = ("reconstruction", "discriminator", "generator")
@@ -23,78 +23,9 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def every_part(parts: int = 10, per_part: int = 2000) -> torch.Tensor:
-    return torch.arange(parts).repeat_interleave(per_part)
-
-
 def aae(**changes):
     torch.manual_seed(0)
     return build_model("aae", AAEConfig(**{"latent_dim": 2, "hidden": (32,), **changes}))
-
-
-# ----------------------------------------------------------------------------- priors
-
-
-@pytest.mark.parametrize(
-    "prior", [NormalPrior(5, 1), MixturePrior(2, 10), SwissRollPrior(2, 10)], ids=type
-)
-def test_prior_samples_have_shape_n_by_d_and_follow_the_generator(prior):
-    z = prior.sample(7, generator=gen(3))
-    assert z.shape == (7, prior.dim) and z.dtype == torch.float32
-    assert torch.equal(z, prior.sample(7, generator=gen(3)))
-    assert prior.sample(4, y=torch.tensor([0, 3, 9, 1])).shape == (4, prior.dim)
-
-
-def test_mixture_components_lie_on_a_circle_and_samples_centre_on_them():
-    prior = MixturePrior(2, 10)
-    means = prior.means()
-    torch.testing.assert_close(means.norm(dim=1), torch.full((10,), prior.radius))
-    angles = torch.atan2(means[:, 1], means[:, 0]).remainder(2 * math.pi)
-    torch.testing.assert_close(angles, 2 * math.pi * torch.arange(10) / 10)
-    y = every_part()
-    z = prior.sample(len(y), y, gen())
-    centres = torch.stack([z[y == c].mean(0) for c in range(10)])
-    assert (centres - means).norm(dim=1).max() < 0.1  # the standard error is ~0.02
-    # Part 0 sits on the +z1 axis: its spread is radial_std along z1, tangential_std along z2.
-    spread = z[y == 0].std(0)
-    torch.testing.assert_close(spread, torch.tensor([1.0, 0.5]), atol=0.05, rtol=0)
-
-
-def test_unlabelled_mixture_samples_use_every_component_about_equally():
-    prior = MixturePrior(2, 10)
-    z = prior.sample(20_000, generator=gen())
-    counts = torch.bincount(torch.cdist(z, prior.means()).argmin(1), minlength=10)
-    assert counts.min() > 1800 and counts.max() < 2200
-
-
-def test_swiss_roll_parts_follow_one_another_along_the_roll():
-    prior = SwissRollPrior(2, 10)
-    y = every_part(per_part=500)
-    z = prior.sample(len(y), y, gen())
-    # The distance from the centre grows along the roll: scale * sqrt(t), part c is t in
-    # [c, c + 1) / 10, so each part's band of radii lies beyond the one before it.
-    radius = z.norm(dim=1)
-    medians = torch.stack([radius[y == c].median() for c in range(10)])
-    assert torch.all(medians.diff() > 0)
-    for c in range(10):
-        lo, hi = (prior.scale * math.sqrt(t / 10) for t in (c, c + 1))
-        r = radius[y == c]
-        assert r.min() > lo - 5 * prior.noise_std and r.max() < hi + 5 * prior.noise_std
-    # And it is a spiral: the angle turns with the radius (turns * 2 pi over the whole roll).
-    inner, outer = z[y == 0], z[y == 9]
-    assert inner.norm(dim=1).mean() < 1.5 < 3.5 < outer.norm(dim=1).mean()
-
-
-def test_label_aware_sampling_draws_each_row_from_its_own_part():
-    y = torch.randint(10, (5000,), generator=gen(1))
-    mixture = MixturePrior(2, 10)
-    nearest = torch.cdist(mixture.sample(len(y), y, gen()), mixture.means()).argmin(1)
-    assert (nearest == y).float().mean() > 0.95  # the rest spill over near the centre
-    roll = SwissRollPrior(2, 10)
-    radius = roll.sample(len(y), y, gen()).norm(dim=1)
-    lo = roll.scale * (y / 10).sqrt() - 5 * roll.noise_std
-    hi = roll.scale * ((y + 1) / 10).sqrt() + 5 * roll.noise_std
-    assert torch.all((radius > lo) & (radius < hi))
 
 
 # ----------------------------------------------------------------------------- configs

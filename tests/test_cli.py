@@ -10,7 +10,16 @@ from vaelab.cli import main
 from vaelab.models import MODELS
 
 FAST = ["--hidden", "32", "--latent-dim", "2", "--quiet", "--batch-size", "256"]
-FIGURES = ("reconstructions", "samples", "latent_scatter", "loss_curves", "manifold")
+FIGURES = (
+    "reconstructions",
+    "samples",
+    "mixture_samples",
+    "latent_scatter",
+    "loss_curves",
+    "manifold",
+    "codes_over_prior",
+    "latent_traversal",
+)
 
 
 def one_error_line(capsys) -> str:

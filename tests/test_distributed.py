@@ -97,7 +97,10 @@ def cli_args(dataset_spec: str, out, *extra: str) -> list[str]:
 
 def metrics(run_dir) -> list[dict]:
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "train/samples_per_s"} for r in rows]
+    return [
+        {k: v for k, v in r.items() if k not in ("train/samples_per_s", "train/threads")}
+        for r in rows
+    ]
 
 
 def assert_same_weights(a, b):
@@ -129,8 +132,11 @@ def test_two_ranks_match_one_process_for_every_model(dataset, tmp_path, monkeypa
         two = load_file(tmp_path / "two" / m / checkpoint.MODEL_FILE)
         rank1 = load_file(tmp_path / f"rank1-{m}.safetensors")
         for key in one:
-            torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=f"{m} {key}")
             assert torch.equal(rank1[key], two[key]), f"{m} {key}: the ranks drifted apart"
+        if MODELS[run["model"]].batch_statistic_loss:
+            continue  # its loss over two shards is not its loss over the global batch
+        for key in one:
+            torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=f"{m} {key}")
         for row_one, row_two in zip(
             metrics(tmp_path / "one" / m), metrics(tmp_path / "two" / m), strict=True
         ):

@@ -17,7 +17,7 @@ from vaelab.evaluation.diagnostics import active_units, posterior_means
 from vaelab.evaluation.likelihood import elbo, iwae_bound, per_image_seeded
 from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from vaelab.models import build_model
-from vaelab.training.run import DataConfig
+from vaelab.run import DataConfig
 
 
 class LinearGaussianHead(LikelihoodHead):
@@ -65,7 +65,7 @@ def test_chunking_is_invisible_and_a_generator_fixes_the_estimate(ppca):
     whole = iwae_bound(ppca, x, k=40, rows=160, generator=torch.Generator().manual_seed(3))
     gen = torch.Generator().manual_seed(3)
     q = ppca.encode(x)
-    weights = torch.cat([ppca.weights_under(q, x, None, 10, 1.0, gen) for _ in range(4)])
+    weights = torch.cat([ppca.weights_under(q, x, None, 10, gen) for _ in range(4)])
     torch.testing.assert_close(whole, torch.logsumexp(weights, 0) - math.log(40))
     chunked = iwae_bound(ppca, x, k=40, rows=40, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
@@ -93,7 +93,7 @@ def test_a_model_without_a_density_has_no_bound():
 
 
 def test_bounds_are_ordered_on_a_trained_vae(small_data, tmp_path):
-    from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+    from vaelab.run import DataConfig, RunConfig, TrainConfig
     from vaelab.training.trainer import train
 
     config = RunConfig(model="vae", model_config=tiny_config("vae", latent_dim=8, hidden=(128,)),
@@ -203,9 +203,14 @@ def test_eval_command_writes_the_numbers_and_the_report(eval_runs, monkeypatch, 
     chain = [result["neg_elbo"], result["neg_iwae_5"], result["neg_iwae_50"], result["nll"]]
     assert chain == sorted(chain, reverse=True), chain
     assert result["bits_per_dim"] == pytest.approx(result["nll"] / (784 * math.log(2)))
-    assert len(result["kl_per_dim"]) == 4 and 0 <= result["active_units"] <= 4
-    for key in ("linear_probe_accuracy", "knn_accuracy", "prior_sample_confidence"):
+    assert len(result["latent_usage_per_dim"]) == 4 and 0 <= result["active_units"] <= 4
+    assert result["latent_usage_measure"].startswith("KL(q(z_d|x) || N(0, 1)), closed form")
+    for key in ("linear_probe_accuracy", "knn_accuracy", "prior_sample_confidence",
+                "precision", "recall", "precision_floor", "recall_floor"):  # fmt: skip
         assert 0 <= result[key] <= 1
+    # 200 prior samples against 200 test images; the floor: those against 200 training images.
+    assert result["sample_quality_images"] == 200
+    assert result["frechet_distance"] > result["frechet_distance_floor"] > 0
     html = (run / "report.html").read_text()
     assert "Evaluation" in html and "importance sampled" in html
 

@@ -17,8 +17,8 @@ from vaelab.cli import main
 from vaelab.data import FolderOptions, load_dataset, load_folder
 from vaelab.data import folder as folder_module
 from vaelab.errors import VaelabError
+from vaelab.run import DataConfig
 from vaelab.serve import Explorer, create_app
-from vaelab.training.run import DataConfig
 
 
 @pytest.fixture(autouse=True)
@@ -366,7 +366,7 @@ def test_folder_options_are_checked(tmp_path):
     [
         (["--channels", "2"], "channels is 2"),
         (["--image-size", "big"], "--image-size is 'big': expected int or null"),
-        (["--on-bad-file", "maybe"], "on_bad_file is 'maybe'"),
+        (["--on-bad-file", "maybe"], "--on-bad-file is 'maybe': expected one of error, skip"),
         (["--dataset", "mnist-sample", "--image-size", "32"], "folder:PATH datasets only"),
         ([], "1 unreadable or odd file(s): notes.txt (not an image"),
     ],

@@ -29,9 +29,9 @@ from conftest import assert_idx_reads_or_refuses, png_chunk, png_file, tiny_conf
 from vaelab.cli import main
 from vaelab.data import FolderOptions, load_dataset, load_folder, write_idx
 from vaelab.errors import VaelabError
+from vaelab.run import DataConfig, RunConfig, TrainConfig, load_run
 from vaelab.serve import Explorer
 from vaelab.training import checkpoint
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig, load_run
 from vaelab.training.trainer import resume, train
 
 FUZZ_EXAMPLES = {  # examples per fuzzer: each runs in 2-5 s on a busy 2-core CPU

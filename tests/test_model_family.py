@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 from vaelab.distributions import log_mean_exp
 from vaelab.models import Batch, StepContext, build_model
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
 
 
@@ -34,6 +34,23 @@ def test_iwae_with_one_sample_is_the_vae_elbo(vae, digits):
     out = loss_with_seed(iwae, Batch(x))
     assert torch.equal(out.loss, ref.loss)
     assert torch.equal(out.metrics["neg_elbo"], ref.metrics["neg_elbo"])
+    # The importance-weighted path itself at k = 1, from the same noise: -log w of the one
+    # sample is the ELBO's one-sample estimate recon + log q(z|x) - log p(z), exactly...
+    torch.manual_seed(7)
+    weighted = iwae.importance_weighted_loss(Batch(x), StepContext()).loss
+    torch.manual_seed(7)
+    q = vae.encode(x)
+    z = q.rsample()
+    one_sample = (-vae.decode(z).log_prob(x) + q.log_prob(z) - vae.prior.log_prob(z)).mean()
+    torch.testing.assert_close(weighted, one_sample)
+    # ... and over many draws it averages to the negative ELBO with the closed-form KL.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        weighted = [iwae.importance_weighted_loss(Batch(x), StepContext()).loss for _ in range(400)]
+        closed = [vae.loss("model", Batch(x), StepContext()).loss for _ in range(400)]
+    weighted, closed = torch.stack(weighted), torch.stack(closed)
+    se = (weighted.var() / 400 + closed.var() / 400).sqrt()
+    assert abs(weighted.mean() - closed.mean()) < 4 * se
 
 
 def test_beta_vae_with_beta_one_is_the_vae(vae, digits):
@@ -172,7 +189,7 @@ def test_film_keeps_the_class_in_the_label_with_a_20d_code(classifier, mnist_sam
 
 def test_a_cvae_run_saved_before_film_loads_as_concat():
     from vaelab.config import to_dict
-    from vaelab.training.run import RunConfig
+    from vaelab.run import RunConfig
 
     config = RunConfig(model="cvae", model_config=tiny_config("cvae", conditioning="concat"))
     saved = config.to_json()

@@ -12,8 +12,8 @@ from vaelab.cli import main as cli_main
 from vaelab.distributions import Bernoulli, DiagonalGaussian, Gaussian, full_precision
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, Batch, StepContext, build_model
+from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training import checkpoint
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import Trainer, resume, train
 
 
@@ -56,11 +56,11 @@ def test_densities_of_bfloat16_net_outputs_are_computed_in_float32():
 def test_the_vampprior_density_stays_float32_under_autocast():
     torch.manual_seed(0)
     model = build_model("vae", tiny_config("vae", latent_dim=8, prior="vamp", pseudo_inputs=7))
-    components = model.prior_components()
+    prior = model.prior.frozen()
     z = 3 * torch.randn(50, 8)
-    exact = model.prior_log_prob(z, components)
+    exact = prior.log_prob(z)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under = model.prior_log_prob(z, components)
+        under = prior.log_prob(z)
     assert under.dtype == torch.float32
     torch.testing.assert_close(under, exact, rtol=1e-6, atol=1e-5)
 

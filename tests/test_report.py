@@ -88,7 +88,7 @@ def test_write_report_is_atomic_utf8(png, tmp_path):
 def test_the_summary_quotes_the_last_epoch_that_scored_the_test_set():
     from conftest import tiny_config
     from vaelab.models import build_model
-    from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+    from vaelab.run import DataConfig, RunConfig, TrainConfig
     from vaelab.viz.run_report import summary_table
 
     config = RunConfig("vae", tiny_config("vae"), DataConfig(), TrainConfig(test_every=2))

@@ -3,12 +3,13 @@
 import base64
 import io
 import json
+import os
+import signal
 import socket
 
 import pytest
 import torch
 from PIL import Image
-from werkzeug.serving import BaseWSGIServer
 
 from vaelab.cli import main
 from vaelab.models import build_model
@@ -16,6 +17,7 @@ from vaelab.models.cvae import CVAEConfig
 from vaelab.models.vae import VAEConfig
 from vaelab.serve import Explorer, create_app, resolve_run
 from vaelab.serve.app import MAX_BODY, split_host
+from vaelab.serve.server import WaitressServer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHAPE = (1, 28, 28)
@@ -84,7 +86,7 @@ def test_plane_of_a_wider_latent_is_the_two_dims_of_highest_kl():
     info = create_app(explorer).test_client().get("/api/info").json
     dims = info["plane"]["dims"]
     assert len(set(dims)) == 2 and all(0 <= d < 6 for d in dims)
-    assert "highest KL per dim" in info["plane"]["reason"]
+    assert "KL(q(z_d|x) || N(0, 1))" in info["plane"]["reason"]
     assert f"z{dims[0] + 1} (x)" in info["plane"]["reason"]
 
 
@@ -292,7 +294,14 @@ def test_unexpected_error_is_500_json_without_traceback(vae, monkeypatch):
 # ---- run folders and the command line
 
 TRAIN = ["--latent-dim", "2", "--hidden", "32", "--max-steps", "5", "--quiet", "--no-report"]
-EVAL = {"split": "test", "images": 100, "k": 50, "nll": 101.5, "nll_se": 0.5, "kl_per_dim": [1]}
+EVAL = {
+    "split": "test",
+    "images": 100,
+    "k": 50,
+    "nll": 101.5,
+    "nll_se": 0.5,
+    "latent_usage_per_dim": [1],
+}
 
 
 @pytest.fixture(scope="module")
@@ -324,11 +333,16 @@ def test_explorer_from_a_trained_run(tour_dir):
 
 
 def test_cli_serve_prints_the_url_and_stops_on_ctrl_c(tour_dir, monkeypatch, capsys):
-    def interrupted(self, *args, **kwargs):
-        raise KeyboardInterrupt
+    serve_forever = WaitressServer.serve_forever
 
-    monkeypatch.setattr(BaseWSGIServer, "serve_forever", interrupted)
+    def interrupted(self):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the loop starts: a graceful stop
+        serve_forever(self)
+
+    monkeypatch.setattr(WaitressServer, "serve_forever", interrupted)
+    before = signal.getsignal(signal.SIGINT)
     assert main(["serve", str(tour_dir), "--port", "0"]) == 0
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
     out = capsys.readouterr().out
     assert "tour folder" in out and "http://127.0.0.1:" in out and "stopped" in out
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from vaelab.cli import main
-from vaelab.viz.tour_text import EN, KO
+from vaelab.tour.text import EN, KO
 
 SECTIONS = ["mle_title", "info_title", "paradox_title", "ae_vae_title", "elbo_title",
             "review_title", "aae_cvae_title"]  # fmt: skip
@@ -32,7 +32,8 @@ def test_every_section_figure_and_number(tour_dir):
     assert "http://" not in html and "https://" not in html
     # Every section has a table of numbers computed by the run.
     assert html.count('<table class="facts">') >= len(SECTIONS)
-    for key in ("paradox_fraction", "map_vs_ridge", "centre_distance", "mean_gap"):
+    for key in ("paradox_fraction", "map_vs_ridge", "centre_distance", "mean_gap",
+                "cvae_slant_r", "cvae_sweep_accuracy"):  # fmt: skip
         assert re.search(re.escape(EN[key]) + r"</th><td>[-0-9.e]+", html), key
 
 
@@ -77,3 +78,35 @@ def test_make_demo_writes_the_report(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(FIGURES)
     assert (out / "models" / "vae" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_reports_explorers_decode_as_the_models_do(tour_dir):
+    """From file:// with every other request aborted: dragging on the 2-D VAE's plane decodes
+    what the tour's VAE decodes there, and the CVAE's explorer decodes what the CVAE does
+    under a label; the page stays small and logs no error."""
+    import torch
+
+    from browsers import launched
+    from test_explorer_html import ROOT, Opened, max_error
+    from vaelab.run import load_run
+
+    assert (tour_dir / "report.html").stat().st_size < 6 * 2**20
+    models = {k: load_run(tour_dir / "models" / k)[1] for k in ("vae", "aae", "cvae")}
+    with launched() as chromium:
+        opened = Opened(chromium, tour_dir / "report.html")
+        assert opened.page.locator(ROOT).count() == 3  # the VAE, the AAE, the CVAE
+        before, count = opened.canvas(f"{ROOT} canvas.vxe-image"), opened.counter("decodes")
+        opened.drag(f"{ROOT} .vxe-plane", [(0.2, 0.2), (0.5, 0.6), (0.8, 0.75)])
+        opened.wait_past("decodes", count)
+        state = opened.state()
+        assert opened.canvas(f"{ROOT} canvas.vxe-image") != before
+        with torch.no_grad():
+            expected = models["vae"].decode(torch.tensor([state["z"]])).mean.flatten()
+            cvae = models["cvae"].decode(torch.tensor([[0.5, -0.5]]), torch.tensor([3]))
+        assert max_error(state["pixels"], expected) < 1e-3
+        pixels = (
+            opened.page.locator(ROOT).nth(2).evaluate("(el) => el.vaelab.decode([0.5, -0.5], 3)")
+        )
+        assert max_error(pixels, cvae.mean.flatten()) < 1e-3
+        opened.clean()

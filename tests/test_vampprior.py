@@ -22,7 +22,7 @@ def vamp(name="vae", **changes):
 
 
 def direct_mixture(model) -> D.Distribution:
-    c = model.prior_components()
+    c = model.prior.frozen().components
     comps = D.Independent(D.Normal(c.mean, c.std), 1)
     weights = D.Categorical(logits=torch.zeros(len(c.mean)))
     return D.MixtureSameFamily(weights, comps)
@@ -31,11 +31,11 @@ def direct_mixture(model) -> D.Distribution:
 def test_log_density_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
     model = vamp()
     z = torch.randn(4, 5, 3) * 2  # any leading dims
-    torch.testing.assert_close(model.prior_log_prob(z), direct_mixture(model).log_prob(z))
+    torch.testing.assert_close(model.prior.log_prob(z), direct_mixture(model).log_prob(z))
     # The components are the encoder's posteriors at the clipped pseudo-inputs.
-    u = model.pseudo_inputs.clamp(0, 1)
-    torch.testing.assert_close(model.prior_components().mean, model.encode(u).mean)
-    assert model.pseudo_inputs.shape == (7, 1, 28, 28)
+    u = model.prior.pseudo_inputs.clamp(0, 1)
+    torch.testing.assert_close(model.prior.frozen().components.mean, model.encode(u).mean)
+    assert model.prior.pseudo_inputs.shape == (7, 1, 28, 28)
 
 
 def test_samples_follow_the_mixture_and_the_generator():
@@ -59,12 +59,12 @@ def test_loss_kl_is_log_q_minus_log_prior_at_the_decoded_sample(digits):
     torch.manual_seed(3)
     q = model.encode(x)
     z = q.rsample()
-    kl = q.log_prob(z) - model.prior_log_prob(z)
+    kl = q.log_prob(z) - model.prior.log_prob(z)
     recon = -model.decode(z).log_prob(x)
     torch.testing.assert_close(out.loss, (recon + kl).mean())
     torch.testing.assert_close(out.metrics["kl"], kl.mean())
     out.loss.backward()
-    assert model.pseudo_inputs.grad.abs().sum() > 0  # the prior is learned
+    assert model.prior.pseudo_inputs.grad.abs().sum() > 0  # the prior is learned
 
 
 def test_importance_sampled_likelihood_uses_the_vampprior(digits):
@@ -89,13 +89,13 @@ def test_the_iwae_trains_under_the_vampprior(digits):
     model = vamp("iwae", k=4)
     out = model.loss("model", Batch(x), StepContext())
     out.loss.backward()
-    assert torch.isfinite(out.loss) and model.pseudo_inputs.grad.abs().sum() > 0
+    assert torch.isfinite(out.loss) and model.prior.pseudo_inputs.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"prior": "flat"}, "prior is 'flat': expected one of normal, vamp"),
+        ({"prior": "flat"}, "prior is 'flat': expected one of normal, vamp, mixture"),
         ({"prior": "vamp", "pseudo_inputs": 0}, "pseudo_inputs is 0"),
     ],
 )

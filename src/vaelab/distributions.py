@@ -41,6 +41,13 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
+def diagonal_gaussian_kl(q: DiagonalGaussian, p: DiagonalGaussian) -> Tensor:
+    """KL(q || p) per dimension for two diagonal Gaussians (batch shapes broadcast):
+    (log var_p - log var_q + (var_q + (mean_q - mean_p)^2) / var_p - 1) / 2."""
+    log_ratio = q.logvar - p.logvar  # log(var_q / var_p)
+    return 0.5 * ((q.mean - p.mean).pow(2) * (-p.logvar).exp() + log_ratio.exp() - 1.0 - log_ratio)
+
+
 def log_mean_exp(t: Tensor, dim: int = 0) -> Tensor:
     """log(mean(exp(t))) along dim, stable: the IWAE bound of log importance weights."""
     return torch.logsumexp(t, dim=dim) - math.log(t.shape[dim])
@@ -66,7 +73,39 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar))
 
 
-class DiagonalGaussian:
+class Posterior:
+    """q(z|x) as the VAE family uses it: `mean` (what reconstructions and the explorer show),
+    reparameterized samples `rsample(sample_shape, generator)` of shape (*S, B, D), and their
+    log-density. A posterior with a density at any z gives `log_prob`; one whose density is
+    known only at its own samples (a normalizing flow) overrides `rsample_with_log_prob`."""
+
+    event_dims = 1
+    mean: Tensor  # (B, D)
+
+    def rsample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def sample(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) (*S, B) of z (*S, B, D)."""
+        raise NotImplementedError
+
+    def rsample_with_log_prob(
+        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """z ~ q(z|x) (*S, B, D) and log q(z|x) at it (*S, B): what every bound uses."""
+        z = self.rsample(sample_shape, generator)
+        return z, self.log_prob(z)
+
+
+class DiagonalGaussian(Posterior):
     """q(z|x) = N(mean, diag(exp(logvar))), with reparameterized samples."""
 
     event_dims = 1
@@ -92,14 +131,12 @@ class DiagonalGaussian:
         )
         return self.mean + self.std * eps
 
-    def sample(
-        self, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
-    ) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
-
     def log_prob(self, z: Tensor) -> Tensor:
-        return gaussian_log_prob(z, self.mean, self.logvar).sum(-1)
+        return self.log_prob_dims(z).sum(-1)
+
+    def log_prob_dims(self, z: Tensor) -> Tensor:
+        """log q(z_d|x) of each dimension (..., D): the posterior factorizes over them."""
+        return gaussian_log_prob(z, self.mean, self.logvar)
 
     def kl_per_dim(self) -> Tensor:
         return gaussian_kl(self.mean, self.logvar)

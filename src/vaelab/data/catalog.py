@@ -23,18 +23,20 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from vaelab.data.base import ImageData, user_cache_dir
+from vaelab.data.folder import FolderOptions, load_folder
 from vaelab.data.idx import check_pair, content_md5, read_idx, read_idx_pair
+from vaelab.data.shapes import DESCRIPTION as SHAPES_DESCRIPTION
+from vaelab.data.shapes import NAME as SHAPES_NAME
+from vaelab.data.shapes import cache_status, load_shapes
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_open
-
-if TYPE_CHECKING:
-    from vaelab.data.folder import FolderOptions
 
 __all__ = [
     "CATALOG",
@@ -61,27 +63,6 @@ _FILE_LIST = ", ".join(f"{stem}.gz" for stem in STEMS) + " (gzip or not)"
 SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
 SAMPLE_NAME = "mnist-sample"
 _CHUNK = 1 << 16
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: == on tensors is elementwise, not a bool
-class ImageData:
-    """A dataset in memory: uint8 images [N, C, H, W] and int64 labels [N] (or None)."""
-
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor | None
-    test_images: torch.Tensor
-    test_labels: torch.Tensor | None
-    source: str
-    split: str
-    num_classes: int | None
-    class_names: tuple[str, ...] | None
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of every image."""
-        c, h, w = self.train_images.shape[1:]
-        return c, h, w
 
 
 @dataclass(frozen=True)
@@ -203,7 +184,7 @@ _SAMPLE_TRAIN = 9000
 
 def dataset_names() -> list[str]:
     """The named datasets that `load_dataset` knows (besides `idx:PATH` and `folder:PATH`)."""
-    return [SAMPLE_NAME, *CATALOG]
+    return [SAMPLE_NAME, *CATALOG, SHAPES_NAME]
 
 
 def load_dataset(
@@ -216,17 +197,18 @@ def load_dataset(
 
     Named datasets are looked up in `data_dir` alone when it is given, otherwise in
     `$VAELAB_DATA`, the user cache and system folders, then downloaded into the user cache
-    (when `download`), each file checked against its known md5s. `folder` says how the images
-    of `folder:PATH` become tensors (see vaelab.data.folder).
+    (when `download`), each file checked against its known md5s. `shapes` is drawn by vaelab
+    (vaelab.data.shapes) and cached. `folder` says how the images of `folder:PATH` become
+    tensors (see vaelab.data.folder).
     """
     if name.startswith("folder:"):
-        from vaelab.data.folder import load_folder  # folder.py builds on this module
-
         return load_folder(name, folder)
     if name.startswith("idx:"):
         return _load_idx_spec(name)
     if name == SAMPLE_NAME:
         return _load_sample()
+    if name == SHAPES_NAME:  # drawn by vaelab (data/shapes.py), cached in data_dir or the cache
+        return load_shapes(data_dir=data_dir)
     if name not in CATALOG:
         raise VaelabError(
             f"Dataset {name!r} is unknown; expected one of {', '.join(dataset_names())}, "
@@ -250,14 +232,10 @@ def describe_datasets(data_dir: str | Path | None = None) -> list[dict]:
                 "status": _status(entry, data_dir),
             }
         )
+    rows.append(
+        {"name": SHAPES_NAME, "description": SHAPES_DESCRIPTION, "status": cache_status(data_dir)}
+    )
     return rows
-
-
-def user_cache_dir() -> Path:
-    """vaelab's download cache: `$XDG_CACHE_HOME/vaelab`, by default `~/.cache/vaelab`."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "vaelab"
 
 
 def download_file(

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import PIL
@@ -50,23 +51,28 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from tqdm import tqdm
 
-from vaelab.data.catalog import ImageData, user_cache_dir
+from vaelab.config import check_choices
+from vaelab.data.base import ImageData, user_cache_dir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes
 
 __all__ = [
     "BAD_FILE_POLICIES",
+    "BadFilePolicy",
     "CHANNELS",
     "DEFAULT_SIZE",
     "FOLDER_PREFIX",
     "FolderOptions",
+    "content_changes",
+    "folder_content",
     "folder_cache_dir",
     "is_folder_spec",
     "load_folder",
 ]
 
 FOLDER_PREFIX = "folder:"
-BAD_FILE_POLICIES = ("error", "skip")
+BadFilePolicy = Literal["error", "skip"]  # an unreadable image file: stop, or leave it out
+BAD_FILE_POLICIES = get_args(BadFilePolicy)
 CHANNELS = (1, 3)
 DEFAULT_SIZE = {1: 28, 3: 32}
 SIZE_RANGE = (4, 512)
@@ -83,17 +89,16 @@ class FolderOptions:
 
     channels: int | None = None  # 1 (grayscale) or 3 (RGB); None: 1 if every image is grayscale
     image_size: int | None = None  # side in pixels; None: 28 for 1 channel, 32 for 3
-    on_bad_file: str = "error"  # or "skip"
+    on_bad_file: BadFilePolicy = "error"
 
     def validate(self) -> None:
+        check_choices(self)
         low, high = SIZE_RANGE
         checks = [
             (self.channels in (None, *CHANNELS), "channels",
              "1 (grayscale), 3 (RGB) or none (1 if every image is grayscale, else 3)"),
             (self.image_size is None or low <= self.image_size <= high, "image_size",
              f"an integer from {low} to {high}, or none (28 for grayscale, 32 for RGB)"),
-            (self.on_bad_file in BAD_FILE_POLICIES, "on_bad_file",
-             f"one of {', '.join(BAD_FILE_POLICIES)}"),
         ]  # fmt: skip
         for ok, name, expected in checks:
             if not ok:
@@ -126,6 +131,35 @@ def load_folder(
     if loaded.skipped:
         warnings.warn(f"{root}: left out {_describe_bad(loaded.skipped)}.", stacklevel=2)
     return loaded.image_data(spec, root, key)
+
+
+def folder_content(spec: str, options: FolderOptions | None = None) -> dict:
+    """What a run records of `folder:PATH` when it trains (config.json's `folder_content`):
+    the content key of the cache and every file's [relative path, size, mtime in ns]."""
+    options = options or FolderOptions()
+    listing = _list_folder(_root(spec))
+    files = [[rel, size, mtime] for (rel, _), (size, mtime, _) in
+             zip(listing.files, listing.stats, strict=True)]  # fmt: skip
+    return {"key": _fingerprint(listing, options), "files": files}
+
+
+def content_changes(then: dict, now: dict) -> str | None:
+    """How the folder of `now` (folder_content) differs from `then`, in words; None if not."""
+    if then["key"] == now["key"]:
+        return None
+    old = {rel: (size, mtime) for rel, size, mtime in then["files"]}
+    new = {rel: (size, mtime) for rel, size, mtime in now["files"]}
+    added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    changed = sorted(rel for rel in new.keys() & old.keys() if new[rel] != old[rel])
+    parts = [f"{len(old)} files then, {len(new)} now"]
+    for what, names in (("added", added), ("removed", removed), ("changed", changed)):
+        if names:
+            more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+            parts.append(f"{len(names)} {what} ({', '.join(names[:_SHOWN])}{more})")
+    if not (added or removed or changed):
+        parts.append("the same files, sizes and modification times (their status-change times, "
+                     "the image options or Pillow's version differ)")  # fmt: skip
+    return "; ".join(parts)
 
 
 # ---- listing: which files, which class, and what makes the cache key

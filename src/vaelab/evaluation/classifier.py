@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from vaelab.data.catalog import user_cache_dir
+from vaelab.data.base import user_cache_dir
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes
 
@@ -47,6 +47,14 @@ class Classifier(nn.Module):
 
     def accuracy(self, x: Tensor, labels: Tensor) -> float:
         return (self.predict_proba(x).argmax(-1) == labels).float().mean().item()
+
+    @torch.no_grad()
+    def features(self, x: Tensor, batch_size: int = 1000) -> Tensor:
+        """The penultimate layer (B, 128): the space sample quality is measured in (Frechet
+        distance, precision and recall), as FID uses Inception's pool features."""
+        self.eval()  # dropout off: the features of an image do not change from call to call
+        body = self.net[:-1]
+        return torch.cat([body(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def train_classifier(images: Tensor, labels: Tensor, epochs: int = 8, seed: int = 0,

@@ -13,17 +13,23 @@ import torch
 from torch import Tensor
 
 from vaelab.errors import VaelabError
-from vaelab.models import Model
+from vaelab.models import DensityModel, Model
 from vaelab.training.schedules import derived_seed
+
+
+def density(model: Model) -> DensityModel:
+    """`model` as a DensityModel, or one clear error for a model without a likelihood."""
+    if not isinstance(model, DensityModel):
+        raise VaelabError(f"model {model.name} has no density: no ELBO or importance-sampled bound")
+    return model
 
 
 @torch.no_grad()
 def elbo(model: Model, x: Tensor, y: Tensor | None = None,
          generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
-    """Per-image ELBO (B,) with one sample and the analytic KL (whatever the model's beta)."""
-    q = model.encode(x, y)
-    z = q.rsample((), generator)
-    return model.decode(z, y).log_prob(x) - model.kl_estimate(q, z)
+    """Per-image ELBO (B,) with one sample (the model's closed-form KL where it has one,
+    whatever the model's beta)."""
+    return density(model).elbo(x, y, generator)
 
 
 @torch.no_grad()
@@ -37,9 +43,7 @@ def iwae_bound(model: Model, x: Tensor, y: Tensor | None = None, k: int = 5000,
                rows: int = 2048, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
     """Per-image L_k (B,): the model's log-mean-exp of k importance weights
     (`log_prob_estimate`), in chunks of about `rows` decoder rows."""
-    if not hasattr(model, "log_prob_estimate"):
-        raise VaelabError(f"model {model.name} has no density: no importance-sampled bound")
-    return model.log_prob_estimate(x, y, k, rows, generator)
+    return density(model).log_prob_estimate(x, y, k, rows, generator)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ def fit_logistic(z: Tensor, y: Tensor, classes: int, weight_decay: float = 1e-4,
 
     The Hessian of the (C (d + 1))-sized problem is one matmul, so a probe on 20-D codes
     converges in about ten steps, exactly, and without torch.optim (whose first use imports
-    torch._dynamo: 1.5 s of `vaelab eval` on its own).
+    torch's compiler stack: 1.5 s of `vaelab eval` on its own).
     """
     n, d = z.shape
     features = torch.cat([z, torch.ones(n, 1, dtype=z.dtype)], dim=1)  # (n, d + 1)

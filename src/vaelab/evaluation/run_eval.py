@@ -16,7 +16,8 @@ import torch
 from vaelab.data import ImageData, binarize_fixed
 from vaelab.errors import VaelabError
 from vaelab.evaluation.classifier import reference_classifier
-from vaelab.evaluation.diagnostics import active_units, kl_per_dim, posterior_means
+from vaelab.evaluation.diagnostics import active_units, latent_usage, posterior_means
+from vaelab.evaluation.disentanglement import eval_numbers as disentanglement_numbers
 from vaelab.evaluation.likelihood import (
     elbo,
     iwae_bound,
@@ -26,15 +27,17 @@ from vaelab.evaluation.likelihood import (
     reconstruction_nll,
 )
 from vaelab.evaluation.probes import knn_accuracy, linear_probe_accuracy
-from vaelab.fileio import atomic_write_json
-from vaelab.models import Model
-from vaelab.training.run import load_run, read_config
+from vaelab.evaluation.samples import K_NEAREST, sample_quality
+from vaelab.models import DensityModel, Model
+from vaelab.run import load_run, read_config, write_eval
 from vaelab.training.runtime import flush_denormals
 from vaelab.training.schedules import derived_seed
 
-EVAL_FILE = "eval.json"
 BOUND_KS = (1, 5, 50)
 PROBE_TRAIN_IMAGES = 10_000  # enough for a probe, cheap to encode
+# Prior samples that sample quality is judged on, against as many real images: a few
+# seconds on a CPU (the numbers depend on it: compare runs at the same count).
+SAMPLE_QUALITY_IMAGES = 1000
 
 
 def is_density(model: Model, binarization: str) -> bool:
@@ -50,11 +53,10 @@ def likelihood_numbers(model: Model, x, y, k: int, prefix: str, binary: bool,
     Each number draws from generators derived from `seed` per batch (per_image_seeded), and the
     batches run in torch.get_num_threads() threads: the same numbers on any number of cores.
     """
-    cond = y if model.conditional else None
     threads = torch.get_num_threads()
 
     def over_images(fn, part: int):
-        return per_image_seeded(fn, x, cond, derived_seed(seed, part), threads=threads)
+        return per_image_seeded(fn, x, y, derived_seed(seed, part), threads=threads)
 
     out: dict[str, Any] = {}
     mean, se = mean_and_se(-over_images(lambda a, b, g: elbo(model, a, b, g), 0))
@@ -79,11 +81,40 @@ def classifier_numbers(model: Model, data, n: int = 1000) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     out = {"classifier_test_accuracy": clf.accuracy(data.test_images.float() / 255,
                                                     data.test_labels)}  # fmt: skip
-    labels = torch.arange(n) % model.config.num_classes if model.conditional else None
+    labels = model.sample_labels(n)
     probs = clf.predict_proba(model.generate(n, labels, gen))
     out["prior_sample_confidence"] = probs.max(1).values.mean().item()
     if labels is not None:
         out["conditional_sample_accuracy"] = (probs.argmax(1) == labels).float().mean().item()
+    return out
+
+
+def real_images(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n of the uint8 images, drawn without replacement with a fixed seed, in [0, 1]."""
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[idx].float() / 255
+
+
+@torch.no_grad()
+def sample_quality_numbers(model: Model, data, images: torch.Tensor, split: str,
+                           n: int = SAMPLE_QUALITY_IMAGES) -> dict[str, Any]:  # fmt: skip
+    """Frechet classifier distance, precision and recall (k=3) of n prior samples against n
+    real images of the split, in the reference classifier's features (evaluation/samples.py);
+    `*_floor`: the same between those images and n real images of the other split, what a
+    sampler of the data distribution itself would score at this n."""
+    start = time.perf_counter()
+    other = data.train_images if split == "test" else data.test_images
+    n = min(n, len(images), len(other))
+    if n <= K_NEAREST:
+        return {}
+    clf = reference_classifier(data.train_images, data.train_labels, data.name)
+    samples = model.generate(n, model.sample_labels(n), torch.Generator().manual_seed(0))
+    # The classifier reads images in [0, 1]; a Gaussian likelihood's mean can leave it.
+    sets = (real_images(images, n, 0), real_images(other, n, 1), samples.clamp(0, 1))
+    real, floor, fake = (clf.features(v) for v in sets)
+    out: dict[str, Any] = {"sample_quality_images": n, **sample_quality(real, fake)}
+    out.update({f"{key}_floor": v for key, v in sample_quality(real, floor).items()})
+    out["sample_quality_seconds"] = time.perf_counter() - start
     return out
 
 
@@ -121,17 +152,19 @@ def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test", limit:
         "binarization": binarization,
         "likelihood_is_density": density,
     }
-    cond = labels if model.conditional else None
-    recon = per_image(lambda a, b: reconstruction_nll(model, a, b), x, cond)
+    recon = per_image(lambda a, b: reconstruction_nll(model, a, b), x, labels)
     result["bce_recon" if not density else "recon"] = recon.mean().item()
-    if hasattr(model, "log_weights"):
+    if isinstance(model, DensityModel):
         prefix, binary = "" if density else "bce_", binarization != "none"
         result.update(likelihood_numbers(model, x, labels, k, prefix, binary,
                                          config.data.test_seed))  # fmt: skip
-        kl = kl_per_dim(model, x, labels)
-        result["kl_per_dim"] = kl.tolist()
+    usage = latent_usage(model, x, labels)
+    result["latent_usage_per_dim"] = usage.scores.tolist()
+    result["latent_usage_measure"] = usage.measure
+    result.update(model.eval_numbers(x, labels))
     means = posterior_means(model, x, labels)
     result["active_units"], variance = active_units(means)
+    result.update(disentanglement_numbers(means, data, split, limit))  # MIG, DCI: factors known
     result["latent_variance_per_dim"] = variance.tolist()
     if labels is not None and data.train_labels is not None:
         train_x = binarize_fixed(data.train_images[:PROBE_TRAIN_IMAGES], binarization, 0)
@@ -140,5 +173,6 @@ def evaluate_run(run_dir: str | Path, k: int = 5000, split: str = "test", limit:
         result["linear_probe_accuracy"] = linear_probe_accuracy(train_means, train_y, means, labels)
         result["knn_accuracy"] = knn_accuracy(train_means, train_y, means, labels)
         result.update(classifier_numbers(model, data))
-    atomic_write_json(run_dir / EVAL_FILE, result)
+        result.update(sample_quality_numbers(model, data, images, split))
+    write_eval(run_dir, result)
     return result

@@ -15,9 +15,9 @@ component, a stretch of the swiss roll), so each class settles in its own part o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,85 +26,13 @@ from torch import Tensor, nn
 from vaelab.distributions import DiagonalGaussian, PointMass
 from vaelab.errors import VaelabError
 from vaelab.models.base import Batch, LossOutput, Model, ModelConfig, Phase, StepContext, register
-
-
-class Prior:
-    """p(z) made of `parts` parts (one for the normal prior); row i of a sample comes from part
-    y[i], or from a part drawn uniformly when y is None."""
-
-    def __init__(self, dim: int, parts: int):
-        self.dim, self.parts = dim, parts
-
-    def sample(
-        self,
-        n: int,
-        y: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        """z [n, dim] on `device` (y's device when y is given; the generator must live there)."""
-        device = y.device if y is not None else device
-        if y is None:
-            y = torch.randint(self.parts, (n,), generator=generator, device=device)
-        return self.sample_parts(y, generator)
-
-    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        raise NotImplementedError
-
-
-class NormalPrior(Prior):
-    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        return torch.randn(len(y), self.dim, generator=generator, device=y.device)
-
-
-class MixturePrior(Prior):
-    """`parts` 2-D Gaussians with means on a circle, stretched along the radius (Figures 2, 4)."""
-
-    radius, radial_std, tangential_std = 4.0, 1.0, 0.5  # neighbours ~5 tangential stds apart
-
-    def means(self) -> Tensor:
-        angle = 2 * math.pi * torch.arange(self.parts) / self.parts
-        return self.radius * torch.stack([angle.cos(), angle.sin()], dim=1)  # (parts, 2)
-
-    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        eps = torch.randn(len(y), 2, generator=generator, device=y.device)
-        angle = 2 * math.pi * y / self.parts
-        outward = torch.stack([angle.cos(), angle.sin()], dim=1)  # (n, 2) unit radial vectors
-        along = torch.stack([-angle.sin(), angle.cos()], dim=1)  # (n, 2) unit tangents
-        r = self.radius + self.radial_std * eps[:, :1]
-        return r * outward + self.tangential_std * eps[:, 1:] * along
-
-
-class SwissRollPrior(Prior):
-    """A 2-D swiss roll: t ~ U(0, 1) at radius scale*sqrt(t) and angle turns*2pi*sqrt(t) (sqrt
-    spreads the points evenly along the roll), plus a little noise; part c is t in [c, c+1)/parts,
-    so the parts follow one another from the centre outwards."""
-
-    scale, turns, noise_std = 4.0, 2.0, 0.1
-
-    def sample_parts(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        u = torch.rand(len(y), generator=generator, device=y.device)
-        s = ((y + u) / self.parts).sqrt()  # (n,) in [0, 1), increasing with the part
-        angle = 2 * math.pi * self.turns * s
-        roll = self.scale * s[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
-        eps = torch.randn(len(y), 2, generator=generator, device=y.device)
-        return roll + self.noise_std * eps
-
-
-PRIORS: dict[str, type[Prior]] = {
-    "normal": NormalPrior,
-    "mixture": MixturePrior,
-    "swiss-roll": SwissRollPrior,
-}
-
-
-POSTERIORS = ("deterministic", "gaussian")
+from vaelab.priors import Prior, check_prior, make_prior
 
 
 @dataclass
 class AAEConfig(ModelConfig):
-    prior: str = "normal"  # one of PRIORS
-    posterior: str = "deterministic"  # or "gaussian": codes z ~ q(z|x) by reparameterization
+    prior: Literal["normal", "mixture", "swiss-roll"] = "normal"  # any prior that samples
+    posterior: Literal["deterministic", "gaussian"] = "deterministic"  # gaussian: z ~ q(z|x)
     label_prior: bool = False  # D sees the one-hot label; class c's prior sample comes from part c
     prior_classes: int = 10  # mixture components / swiss-roll parts (and D's one-hot size)
     disc_hidden: tuple[int, ...] = (256, 256)
@@ -112,17 +40,7 @@ class AAEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.prior not in PRIORS:
-            raise VaelabError(f"model prior is {self.prior!r}: expected one of {', '.join(PRIORS)}")
-        if self.prior != "normal" and self.latent_dim != 2:
-            raise VaelabError(
-                f"model latent_dim is {self.latent_dim}: the {self.prior} prior is 2-D, so it "
-                "needs latent_dim 2"
-            )
-        if self.posterior not in POSTERIORS:
-            raise VaelabError(
-                f"model posterior is {self.posterior!r}: expected one of {', '.join(POSTERIORS)}"
-            )
+        check_prior(self.prior, self.latent_dim)
         if self.prior_classes < 1:
             raise VaelabError(f"model prior_classes is {self.prior_classes}: expected >= 1")
         if self.label_prior and self.prior == "normal":
@@ -139,15 +57,16 @@ class AAEConfig(ModelConfig):
 @register("aae")
 class AAE(Model):
     config_class = AAEConfig
-    stochastic = False  # no KL term: by default a deterministic encoder, as in most of the paper
     conditional = False  # encoder and decoder take no label; only the label-aware prior needs y
     loss_name = "reconstruction loss -log p(x|z)"
 
     def __init__(self, config: AAEConfig):
         super().__init__(config)
-        self.prior = PRIORS[config.prior](config.latent_dim, config.prior_classes)
         label_dim = config.prior_classes if config.label_prior else 0
         self.discriminator = leaky_mlp([config.latent_dim + label_dim, *config.disc_hidden, 1])
+
+    def build_prior(self) -> Prior:
+        return make_prior(self.config.prior, self.config.latent_dim, self.config.prior_classes)
 
     def encoder_out_dim(self) -> int:
         gaussian = self.config.posterior == "gaussian"
@@ -240,10 +159,6 @@ class AAE(Model):
         recon = -self.decode(q.mean, batch.y).log_prob(batch.x).mean()
         real, fake = self.adversarial(q.rsample(), self.prior_labels(batch.y))
         return {"loss": recon, "recon": recon, "disc_acc": accuracy(real, fake)}
-
-    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z ~ p(z); the label-aware prior draws each row's part uniformly."""
-        return self.prior.sample(n, generator=generator, device=next(self.parameters()).device)
 
 
 def leaky_mlp(sizes: Sequence[int]) -> nn.Sequential:

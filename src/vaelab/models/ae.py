@@ -14,7 +14,6 @@ from vaelab.models.base import Batch, LossOutput, Model, StepContext, register
 
 @register("ae")
 class AE(Model):
-    stochastic = False
     loss_name = "reconstruction loss -log p(x|z)"
 
     def encoder_out_dim(self) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from vaelab.distributions import log_mean_exp
 from vaelab.errors import VaelabError
 from vaelab.models.base import Batch, LossOutput, StepContext, register
@@ -24,6 +26,11 @@ class IWAEConfig(VAEConfig):
         if self.k < 1:
             raise VaelabError(f"model k is {self.k!r}: expected at least 1 importance sample")
 
+    @property
+    def samples(self) -> int:
+        """Importance samples per image that the training bound draws (MIWAE: M x K)."""
+        return self.k
+
 
 @register("iwae")
 class IWAE(VAE):
@@ -34,11 +41,20 @@ class IWAE(VAE):
         return f"negative IWAE bound (k={self.config.k})"
 
     def loss(self, phase: str, batch: Batch, ctx: StepContext) -> LossOutput:
-        if self.config.k == 1:  # L_1 is the ELBO: use its lower-variance analytic KL
+        if self.config.samples == 1:  # L_1 is the ELBO: use its lower-variance analytic KL
             return super().loss(phase, batch, ctx)
+        return self.importance_weighted_loss(batch, ctx)
+
+    def bound(self, log_w: Tensor) -> Tensor:
+        """The training bound per image (B,) from log weights (S, B): L_k, the log-mean-exp.
+        The hook that the variants of Rainforth et al. (2018) override (miwae.py, ciwae.py)."""
+        return log_mean_exp(log_w, dim=0)
+
+    def importance_weighted_loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
+        """-bound over the batch (for L_k the paper's eq. 14 estimator), config.samples draws."""
         kl_weight = self.config.beta * ctx.kl_warmup
-        log_w = self.log_weights(batch.x, batch.y, self.config.k, kl_weight)  # (K, B)
-        loss = -log_mean_exp(log_w, dim=0).mean()
+        log_w = self.log_weights(batch.x, batch.y, self.config.samples, kl_weight=kl_weight)
+        loss = -self.bound(log_w).mean()  # log_w: (S, B)
         elbo = log_w.mean(0).mean()  # the same samples' ELBO estimate, for comparison
         metrics = {"loss": loss, "neg_elbo": -elbo}
         return LossOutput(loss, {k: v.detach() for k, v in metrics.items()})

@@ -25,12 +25,14 @@ port, or the answer is 403 (this stops DNS rebinding); bodies over 64 KB get 413
 must be application/json (a cross-site form cannot send that without a CORS preflight, which
 this app never grants); static files come only from static/; every response carries a
 Content-Security-Policy and X-Content-Type-Options: nosniff.
+
+`make_app_server` runs the app on waitress (serve/server.py: bounded threads, connections and
+time-outs, a graceful stop on SIGTERM and Ctrl-C).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import math
@@ -44,15 +46,21 @@ from flask import Flask, jsonify, request
 from PIL import Image
 from torch import Tensor
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, UnsupportedMediaType
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from vaelab.errors import VaelabError
-from vaelab.evaluation.diagnostics import kl_per_dim
-from vaelab.evaluation.run_eval import EVAL_FILE
 from vaelab.models import Model
-from vaelab.training.checkpoint import read_json
-from vaelab.training.run import CONFIG_FILE, RunConfig, load_run, read_config
-from vaelab.viz.run_report import objective_name, read_history, test_set
+from vaelab.run import (
+    CONFIG_FILE,
+    RunConfig,
+    load_run,
+    read_config,
+    read_eval,
+    read_history,
+    run_dataset,
+    test_set,
+)
+from vaelab.serve.server import ServerLimits, WaitressServer
+from vaelab.viz.run_report import objective_name
 
 STATIC = Path(__file__).resolve().parent / "static"
 POINTS_LIMIT = 5000  # test images on the plane: plenty for a scatter, quick to encode
@@ -60,6 +68,11 @@ Z_LIMIT = 10.0  # |z_d| a request may ask for (more where the test codes reach f
 MAX_BODY = 64 * 1024
 MAX_STEPS = 32
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+SECURITY_HEADERS = {  # on every response, the server's own refusals too
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 LOCAL_NAMES = ("127.0.0.1", "localhost")
 EVAL_FACTS = {  # eval.json key -> what the page calls it
     "neg_elbo": "-ELBO, nats per image",
@@ -96,21 +109,22 @@ class Explorer:
     ) -> Explorer:
         """Encode the images x (N, C, H, W) and choose the plane."""
         model.eval()
-        cond = y if model.conditional else None
-        codes = model.encode(x, cond).mean  # (N, D)
-        plane, reason = choose_plane(model, x, cond, codes)
+        codes = model.encode(x, y).mean  # (N, D)
+        plane, reason = choose_plane(model, x, y, codes)
         limit = float(max(Z_LIMIT, math.ceil(codes.abs().max().item())))
         return cls(model, codes, y, class_names, list(facts), plane, reason, limit)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Explorer:
-        """The run's model over the first POINTS_LIMIT images of its test set."""
+    def from_run(cls, run_dir: str | Path, strict_data: bool = False) -> Explorer:
+        """The run's model over the first POINTS_LIMIT images of its test set (an image folder
+        that changed since training: a warning, or refused with `strict_data`)."""
         run_dir = Path(run_dir)
         config, raw = read_config(run_dir)
         _, model = load_run(run_dir)
         likelihood = config.model_config.likelihood
         binarization = raw.get("binarization", config.data.resolved_binarization(likelihood))
-        x, y, names = test_set(config, binarization)
+        data = run_dataset(run_dir, config, raw, strict_data)
+        x, y, names = test_set(config, binarization, data)
         n = min(POINTS_LIMIT, len(x))
         facts = run_facts(run_dir, config, model, binarization) + [
             ("points on the plane", f"the first {n} test images")
@@ -123,7 +137,7 @@ class Explorer:
 
     @property
     def num_classes(self) -> int:
-        return self.model.config.num_classes if self.model.conditional else 0
+        return self.model.label_classes
 
     @torch.inference_mode()
     def decode(self, z: Tensor, label: int | None = None) -> Tensor:
@@ -166,19 +180,17 @@ class Explorer:
 
 
 def choose_plane(model: Model, x: Tensor, y: Tensor | None, codes: Tensor):
-    """The two latent dimensions the plane shows, and why: the highest KL per dim for a
-    Gaussian posterior, else the largest variance of the test codes."""
+    """The two latent dimensions the plane shows, and why: the two the model's latent summary
+    says are most used (a VAE: the highest KL per dimension; an autoencoder: the largest
+    variance of the test codes)."""
     dims = codes.shape[1]
     if dims <= 2:
         return tuple(range(dims)), "the whole latent space"
-    posterior = model.encode(x[:1], None if y is None else y[:1])
-    if model.stochastic and hasattr(posterior, "kl_per_dim"):
-        score, what = kl_per_dim(model, x, y), "the highest KL per dim ({:.2f} and {:.2f} nats)"
-    else:
-        score, what = codes.var(0), "the largest variance of the test codes ({:.2f} and {:.2f})"
-    top = torch.topk(score, 2).indices.tolist()
-    reason = what.format(*score[top].tolist())
-    return tuple(top), f"z{top[0] + 1} (x) and z{top[1] + 1} (y): the two dimensions with {reason}"
+    summary = model.latent_summary(x, y)
+    top = torch.topk(summary.scores, 2).indices.tolist()
+    a, b = summary.scores[top].tolist()
+    return tuple(top), (f"z{top[0] + 1} (x) and z{top[1] + 1} (y): the two most used "
+                        f"dimensions by {summary.measure} ({a:.2f} and {b:.2f})")  # fmt: skip
 
 
 def run_facts(run_dir: Path, config: RunConfig, model: Model, binarization: str):
@@ -200,14 +212,13 @@ def run_facts(run_dir: Path, config: RunConfig, model: Model, binarization: str)
         if "test/loss" in last:
             name = f"test {objective_name(model, binarization)}"
             facts.append((name, f"{last['test/loss']:.2f}"))
-    return facts + eval_facts(run_dir / EVAL_FILE)
+    return facts + eval_facts(read_eval(run_dir))
 
 
-def eval_facts(path: Path) -> list[tuple[str, str]]:
+def eval_facts(result: dict | None) -> list[tuple[str, str]]:
     """The headline numbers of `vaelab eval`; a BCE on grayscale pixels is named as such."""
-    if not path.is_file():
+    if not isinstance(result, dict):
         return []
-    result = read_json(path)
     facts = [
         ("eval", f"{result.get('split')} split, {result.get('images')} images, k={result.get('k')}")
     ]
@@ -312,6 +323,7 @@ def create_app(explorer: Explorer, host: str = "127.0.0.1") -> Flask:
     """The explorer's app. `host` is the bound address: the Host header may name it,
     127.0.0.1 or localhost; set app.config["SERVE_PORT"] once bound to check the port too."""
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
+    app.url_map.merge_slashes = False  # "//x" is a 404, not a redirect: every answer is JSON
     allowed = {*LOCAL_NAMES, host.strip("[]").lower()}
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, ALLOWED_HOSTS=allowed, SERVE_PORT=None)
     add_guards(app)
@@ -352,9 +364,7 @@ def add_guards(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     @app.errorhandler(HTTPException)
@@ -411,23 +421,23 @@ def add_routes(app: Flask, explorer: Explorer) -> None:
 
 
 def make_app_server(
-    explorer: Explorer, host: str = "127.0.0.1", port: int = 8000
-) -> BaseWSGIServer:
-    """A threaded werkzeug server for the explorer's app, bound (port 0: a free port)."""
+    explorer: Explorer,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ServerLimits | None = None,
+) -> WaitressServer:
+    """The explorer's app on a waitress server (serve/server.py), bound (port 0: a free port)."""
     if not 0 <= port <= 65535:
         raise VaelabError(f"--port is {port}: expected a port from 0 to 65535")
     app = create_app(explorer, host)
-    stderr = io.StringIO()  # werkzeug prints bind errors and exits; say them in one line
     try:
-        with contextlib.redirect_stderr(stderr):
-            server = make_server(host, port, app, threaded=True)
-    except (OSError, SystemExit) as err:
-        reason = stderr.getvalue().strip().splitlines()[:1] or [str(err)]
-        raise VaelabError(f"cannot listen on {host}:{port}: {reason[0]}") from None
+        server = WaitressServer(app, host, port, limits or ServerLimits(), SECURITY_HEADERS.items())
+    except (OSError, ValueError) as err:  # a busy port, an unknown name
+        raise VaelabError(f"cannot listen on {host}:{port}: {err}") from None
     app.config["SERVE_PORT"] = server.port
     return server
 
 
-def server_url(server: BaseWSGIServer) -> str:
+def server_url(server: WaitressServer) -> str:
     host = {"0.0.0.0": "127.0.0.1", "::": "localhost"}.get(server.host, server.host)
     return f"http://{f'[{host}]' if ':' in host else host}:{server.port}/"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write_bytes, atomic_write_json, fsync_dir, sha256_file
+from vaelab.fileio import (
+    FileWriteError,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    replace,
+    sha256_file,
+)
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -219,10 +225,19 @@ def _commit(folder: Path, payloads: dict[str, bytes]) -> None:
     for stale in folder.glob(".*.tmp"):  # temp files of a process killed mid-write
         if any(stale.name.startswith(f".{name}.") for name in (*CHECKPOINT_FILES, COMMIT)):
             stale.unlink(missing_ok=True)
-    for name, data in payloads.items():
-        atomic_write_bytes(folder / f"{name}{NEXT}", data)
-    files = {name: sha256_file(folder / f"{name}{NEXT}") for name in payloads}
-    atomic_write_json(folder / COMMIT, {"format": FORMAT, "sha256": files})
+    try:
+        for name, data in payloads.items():
+            atomic_write_bytes(folder / f"{name}{NEXT}", data)
+        files = {name: sha256_file(folder / f"{name}{NEXT}") for name in payloads}
+        atomic_write_json(folder / COMMIT, {"format": FORMAT, "sha256": files})
+    except FileWriteError as err:  # not committed: the previous checkpoint stands as it was
+        for name in payloads:
+            (folder / f"{name}{NEXT}").unlink(missing_ok=True)
+        kept = FileWriteError(f"{err}; " + (
+            f"the last complete checkpoint in {folder} is kept" if has_checkpoint(folder)
+            else f"{folder} has no complete checkpoint yet"))  # fmt: skip
+        kept.errno = err.errno
+        raise kept from None
     roll_forward(folder)
 
 
@@ -240,14 +255,14 @@ def roll_forward(run_dir: Path) -> None:
         if name not in CHECKPOINT_FILES:
             raise VaelabError(f"{record_path} names an unexpected file {name!r}")
         try:
-            os.replace(run_dir / f"{name}{NEXT}", run_dir / name)
+            replace(run_dir / f"{name}{NEXT}", run_dir / name)
         except FileNotFoundError:  # moved already (by an earlier or a concurrent roll-forward)
             if not (run_dir / name).is_file() or sha256_file(run_dir / name) != digest:
                 raise VaelabError(
                     f"{run_dir}: the committed {name} is missing; the checkpoint is damaged"
                 ) from None
     with contextlib.suppress(FileNotFoundError):
-        os.replace(record_path, run_dir / MANIFEST)
+        replace(record_path, run_dir / MANIFEST)
     fsync_dir(run_dir)
 
 
@@ -276,10 +291,16 @@ def verify_manifest(run_dir: Path, names: tuple[str, ...]) -> None:
             )
 
 
-def check_weights_fit(path: Path, expected: dict[str, torch.Tensor]) -> None:
-    """The names and shapes in the header of `path` are those of `expected` (a state dict,
-    possibly of meta tensors): checked before any tensor is read."""
-    shapes = read_shapes(path)
+def renamed(tensors: dict[str, Any], renames: dict[str, str] | None) -> dict[str, Any]:
+    """`tensors` with keys saved under an old name given their new name (renames: old -> new)."""
+    return {(renames or {}).get(k, k): v for k, v in tensors.items()}
+
+
+def check_weights_fit(path: Path, expected: dict[str, torch.Tensor],
+                      renames: dict[str, str] | None = None) -> None:  # fmt: skip
+    """The names and shapes in the header of `path` (old names renamed) are those of
+    `expected` (a state dict, possibly of meta tensors): checked before any tensor is read."""
+    shapes = renamed(read_shapes(path), renames)
     missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise VaelabError(
@@ -292,13 +313,15 @@ def check_weights_fit(path: Path, expected: dict[str, torch.Tensor]) -> None:
             )
 
 
-def load_weights(run_dir: Path, model: torch.nn.Module) -> None:
-    """Load model.safetensors into `model`, checking names, shapes and dtypes first."""
+def load_weights(run_dir: Path, model: torch.nn.Module,
+                 renames: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Load model.safetensors into `model`, checking names, shapes and dtypes first; weights
+    saved under an old name (renames: old -> new) load under their new one."""
     verify_manifest(run_dir, (MODEL_FILE,))
     path = run_dir / MODEL_FILE
     expected = model.state_dict()
-    check_weights_fit(path, expected)
-    loaded = read_safetensors(path)
+    check_weights_fit(path, expected, renames)
+    loaded = renamed(read_safetensors(path), renames)
     for key, want in expected.items():
         got = loaded[key]
         if got.shape != want.shape or got.dtype != want.dtype:

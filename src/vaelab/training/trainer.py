@@ -9,7 +9,6 @@ checkpointed, so a resumed run continues bit for bit where it stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,11 +19,17 @@ from tqdm import tqdm
 
 from vaelab.data import ImageData, binarize, binarize_fixed, epoch_batches
 from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write_text
 from vaelab.models import Batch, Model, StepContext, build_model
+from vaelab.run import (
+    CONFIG_FILE,
+    RunConfig,
+    dataset_facts,
+    read_config,
+    write_config,
+    write_history,
+)
 from vaelab.training import checkpoint, distributed
-from vaelab.training.events import EventWriter
-from vaelab.training.run import CONFIG_FILE, RunConfig, read_config, write_config
+from vaelab.training.events import log_scalars, scalar_writer
 from vaelab.training.runtime import flush_denormals
 from vaelab.training.schedules import (
     decay_factor,
@@ -33,70 +38,17 @@ from vaelab.training.schedules import (
     lr_factor,
     training_progress,
 )
+from vaelab.training.threads import ThreadGovernor
 
-METRICS_FILE = "metrics.jsonl"
 clock = time.monotonic  # what --time-budget counts (tests replace it)
 PERM, BINARIZE, NOISE = 0, 1, 2  # purposes of derived seeds
-
-
-class LeanAdam(torch.optim.Adam):
-    """torch's fused Adam, stepped by one call of its kernel per parameter group.
-
-    `Adam.step` regroups the tensors by device and dtype and runs its hooks and checks in
-    Python on every call: about 0.1 ms a step, 2-3 % of a small MLP's step on 2 CPU cores.
-    Where the group is the plain case (fused, every parameter has a gradient and its state,
-    no amsgrad, maximize, capturable or differentiable) this calls the same kernel with the
-    same arguments, so the update and the state_dict are those of torch.optim.Adam; anything
-    else goes through `Adam.step`.
-    """
-
-    def step(self, closure=None):
-        if closure is not None or not hasattr(torch, "_fused_adam_"):
-            return super().step(closure)
-        plans = [self._plan(group) for group in self.param_groups]
-        if not all(plans):
-            return super().step(closure)
-        with torch.no_grad():
-            for group, (params, states) in zip(self.param_groups, plans, strict=True):
-                steps = [s["step"] for s in states]
-                torch._foreach_add_(steps, 1)
-                beta1, beta2 = group["betas"]
-                torch._fused_adam_(
-                    params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                    [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False,
-                    lr=group["lr"], beta1=beta1, beta2=beta2,
-                    weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                )  # fmt: skip
-        return None
-
-    def _plan(self, group: dict):
-        """(params, states) where the group takes the one-call path, else None."""
-        flags = ("amsgrad", "maximize", "capturable", "differentiable", "decoupled_weight_decay")
-        if not group["fused"] or any(group.get(k) for k in flags):
-            return None
-        if (
-            getattr(self, "grad_scale", None) is not None
-            or getattr(self, "found_inf", None) is not None
-        ):
-            return None
-        params = group["params"]
-        states = [self.state.get(p) for p in params]
-        if any(
-            p.grad is None or p.grad.is_sparse or not s for p, s in zip(params, states, strict=True)
-        ):
-            return None  # a missing gradient, or the first step (Adam creates the state)
-        if torch.is_tensor(group["lr"]) or any(p.is_complex() for p in params):
-            return None
-        if len({(p.device, p.dtype) for p in params}) != 1:
-            return None
-        return params, states
 
 
 def make_adam(params: list, lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel (one pass over all parameters per step; measured faster on
     CPU by `vaelab bench`) where every parameter is a float tensor it supports."""
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return (LeanAdam if fused else torch.optim.Adam)(params, lr=lr, fused=fused)
+    return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
 def all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
@@ -230,6 +182,9 @@ class Trainer:
         self.state = TrainState(history=[])
         self.bin_gen = torch.Generator(self.device)
         self.epoch_seconds = 0.0  # the last epoch's time by rank 0's clock (0: none yet)
+        # Sets torch's threads from the machine's load while training (training/threads.py);
+        # None: the process's thread count as it is (library use, tests, torchrun ranks).
+        self.governor: ThreadGovernor | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -250,7 +205,7 @@ class Trainer:
             )
 
     def restore(self) -> None:
-        checkpoint.load_weights(self.run_dir, self.model)
+        checkpoint.load_weights(self.run_dir, self.model, self.model.renamed_weights)
         saved, rng = checkpoint.load_train_state(self.run_dir, self.optimizers)
         fields = TrainState.__dataclass_fields__
         self.state = TrainState(**{k: v for k, v in saved.items() if k in fields})
@@ -371,6 +326,8 @@ class Trainer:
             ctx = StepContext(s.step, s.epoch, kl_warmup(s.step, len(order), cfg.kl_warmup_epochs))
             mine, share = self.dist.shard(idx)  # this rank's part of the global batch
             ok = self.train_step(self.batch(mine), ctx, sums, counts, share)
+            if self.governor is not None:
+                self.governor.step()
             s.step, s.step_in_epoch, seen = s.step + 1, s.step_in_epoch + 1, seen + len(idx)
             self.note_step(ok)
             bar.update()
@@ -379,6 +336,7 @@ class Trainer:
         s.epoch, s.step_in_epoch = s.epoch + 1, 0
         sums, counts = self.dist.sum_metrics(sums, counts)
         record = {"epoch": s.epoch, "step": s.step, "train/samples_per_s": seen / seconds,
+                  "train/threads": torch.get_num_threads(),
                   "train/lr": lr}  # fmt: skip
         record.update({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
         if self.dist.is_main:  # the others go on to the checkpoint and wait there
@@ -411,16 +369,14 @@ class Trainer:
         self.model.train()
         return {k: float(v) / len(x) for k, v in sums.items()}
 
-    def log_epoch(self, record: dict, events: EventWriter | None) -> None:
+    def log_epoch(self, record: dict, events) -> None:
+        """The record into metrics.jsonl and `events` (a TensorBoard writer, or None)."""
         self.state.history.append(record)
         if not self.dist.is_main:
             return
-        lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
-        atomic_write_text(self.run_dir / METRICS_FILE, lines)
-        for key, value in record.items():
-            if "/" in key:
-                events.add_scalar(key, value, record["step"])
-        events.flush()
+        write_history(self.run_dir, self.state.history)
+        if events is not None:
+            log_scalars(events, record, record["step"])
         if not self.quiet:
             shown = {k: v for k, v in record.items() if k.endswith("/loss")}
             text = "  ".join(f"{k} {v:.2f}" for k, v in shown.items())
@@ -432,15 +388,20 @@ class Trainer:
     def fit(self, max_steps: int | None = None) -> TrainState:
         """Train until config.train.epochs are done or `max_steps` steps in all; checkpoint."""
         self.dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights
-        # purge_step: TensorBoard drops events a killed run logged after this checkpoint.
+        # On resume TensorBoard drops the events a killed run logged after this checkpoint (at
+        # later steps: the checkpoint's own epoch was logged before it was saved).
+        step = self.state.step
         writer = (
-            EventWriter(self.run_dir / "events", purge_step=self.state.step or None)
+            scalar_writer(self.run_dir / "events", purge_step=step + 1 if step else None)
             if self.dist.is_main
             else contextlib.nullcontext()
         )
+        if self.governor is not None:
+            self.governor.start()
         spent, start = self.state.seconds, clock()
         self.state.stopped = None  # a resumed run goes on (and may stop again)
-        with flush_denormals(), writer as events:  # runtime.flush_denormals: why
+        # runtime.py: why denormals flush, and the warning where torch's threads do not.
+        with flush_denormals(), writer as events:
             while self.state.epoch < self.config.train.epochs:
                 record = self.run_epoch(max_steps)
                 # Rank 0's clock: every rank decays alike and stops after the same epoch.
@@ -508,9 +469,11 @@ def train(
     quiet: bool = False,
     data: ImageData | None = None,
     restart: bool = False,
+    threads: ThreadGovernor | None = None,
 ) -> Trainer:
     """Start a new run in `out` (which must not hold one, unless `restart`: a run that ended
-    before its first checkpoint starts again) and train it."""
+    before its first checkpoint starts again) and train it; `threads` sets torch's thread
+    count from the machine's load while it trains (training/threads.py)."""
     dist = distributed.current()
     run_dir = Path(out)
     # torchrun restarted workers that failed before their run's first checkpoint: start again.
@@ -536,9 +499,11 @@ def train(
                 "dataset_source": data.source,
                 "split": data.split,
                 "binarization": config.data.resolved_binarization(config.model_config.likelihood),
+                **dataset_facts(config.data),
             },
         )
     trainer = Trainer(run_dir, config, data, model, quiet, dist)
+    trainer.governor = threads
     with determinism(config.train.deterministic):
         trainer.fit(max_steps)
     return trainer
@@ -552,6 +517,7 @@ def resume(
     quiet: bool = False,
     data: ImageData | None = None,
     time_budget: str | None = None,
+    threads: ThreadGovernor | None = None,
 ) -> Trainer:
     """Continue a run exactly where its last checkpoint stopped (optionally to more epochs or a
     larger time budget); a run killed before its first checkpoint starts again from its config."""
@@ -564,11 +530,13 @@ def resume(
         setattr(config.train, name, value)
     config.train.validate()
     if not checkpoint.has_checkpoint(run_dir) and not (run_dir / checkpoint.COMMIT).exists():
-        return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True)
+        return train(config, run_dir, max_steps=max_steps, quiet=quiet, data=data, restart=True,
+                     threads=threads)  # fmt: skip
     with dist.main_first("loading the data"):
         data = data or load_run_data(config)
     model = build_model(config.model, config.model_config)
     trainer = Trainer(run_dir, config, data, model, quiet, dist)
+    trainer.governor = threads
     trainer.restore()
     trainer.check_budget()  # a refusal leaves the run folder as it was
     if changed and dist.is_main:

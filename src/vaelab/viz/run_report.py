@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
-from vaelab.data import ImageData, binarize_fixed
-from vaelab.evaluation.run_eval import EVAL_FILE
+from vaelab.data import ImageData
 from vaelab.models import Model
-from vaelab.training.run import RunConfig, load_run, read_config
-from vaelab.training.trainer import METRICS_FILE
+from vaelab.run import RunConfig, load_run, read_config, read_eval, read_history, test_set
+from vaelab.samplers import DEFAULT_COMPONENTS, TrainImages, decode_codes, draw_codes
+from vaelab.viz.explorer import explorer_fragment
 from vaelab.viz.figures import (
     codes_over_prior_figure,
     image_grid,
     latent_scatter_figure,
+    latent_traversal_figure,
     loss_curves_figure,
     manifold_figure,
     normal_quantile_grid,
@@ -25,6 +26,8 @@ from vaelab.viz.figures import (
 from vaelab.viz.report import Section, write_report
 
 MANIFOLD_SIZE = 20
+TRAVERSAL_STEPS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)  # standard deviations of the test codes
+TRAVERSAL_ROWS = 32  # at most: the most varied dimensions of a wider latent space
 
 
 def objective_name(model: Model, binarization: str) -> str:
@@ -32,21 +35,6 @@ def objective_name(model: Model, binarization: str) -> str:
     if model.config.likelihood == "bernoulli" and binarization == "none":
         return f"{model.loss_name} with BCE on grayscale pixels (not a likelihood bound)"
     return f"{model.loss_name}, nats per image"
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def test_set(config: RunConfig, binarization: str, data: ImageData | None = None):
-    """The run's test images (binarized as in training), labels and class names (from `data`,
-    the run's dataset, where the caller has it loaded)."""
-    data = config.data.load() if data is None else data
-    x = binarize_fixed(data.test_images, binarization, config.data.test_seed)
-    return x, data.test_labels, data.class_names
 
 
 @torch.no_grad()
@@ -76,51 +64,110 @@ def run_figures(
 ) -> dict[str, object]:
     """name -> Figure for every figure that applies to this model."""
     model.eval()
-    cond = y if model.conditional else None
     gen = torch.Generator().manual_seed(0)
-    prior_y = None if cond is None else torch.arange(64) % model.config.num_classes
+    codes = model.encode(x, y).mean  # (N, D)
     figs = {
         "reconstructions": reconstructions_figure(
             x[:10],
-            model.reconstruct(x[:10], None if cond is None else cond[:10]),
+            model.reconstruct(x[:10], None if y is None else y[:10]),
             title="Test digits (odd rows) and their reconstructions (even rows)",
         ),
         "samples": image_grid(
-            model.generate(64, prior_y, gen), nrow=8, title="Decoded samples from the prior"
+            model.generate(64, generator=gen), nrow=8, title="Decoded samples from the prior"
         ),
         "latent_scatter": latent_scatter_figure(
-            model.encode(x, cond).mean, y, class_names, title="Test posterior means"
+            codes, y, class_names, title="Test posterior means"
         ),
     }
     if history:
         figs["loss_curves"] = loss_curves_figure(history, title="Training and test losses")
-    if model.config.latent_dim == 2 and cond is None:
+    if model.config.latent_dim == 2 and not model.label_classes:
         grid = normal_quantile_grid(MANIFOLD_SIZE)
         decoded = model.decode(grid.to(next(model.parameters()).device)).mean
         figs["manifold"] = manifold_figure(
             decoded, MANIFOLD_SIZE, grid, title="The 2-D latent manifold at Normal quantiles"
         )
-    if cond is not None:
-        figs.update(conditional_figures(model, x, cond))
-    if hasattr(model, "prior"):  # a model with a sampled prior of its own (the AAE)
-        prior_y = y if getattr(model.config, "label_prior", False) else None
-        prior = model.prior.sample(len(x), prior_y, generator=torch.Generator().manual_seed(0))
-        figs["codes_over_prior"] = codes_over_prior_figure(
-            model.encode(x).mean, prior, y, class_names, title="Test codes over prior samples"
-        )
+    if model.label_classes and y is not None:
+        figs.update(conditional_figures(model, x, y))
+    if model.config.latent_dim == 2:  # where the codes can be drawn over the prior itself
+        prior_y = model.prior_labels(y) if y is not None else None
+        prior = model.prior.sample(len(x), prior_y, generator=torch.Generator().manual_seed(0),
+                                   device=codes.device)  # fmt: skip
+        title = f"Test codes over samples of the prior, {model.prior.describe()}"
+        figs["codes_over_prior"] = codes_over_prior_figure(codes, prior, y, class_names,
+                                                           title=title)  # fmt: skip
+    figs["latent_traversal"] = latent_traversal(model, codes, y)
     return figs
+
+
+@torch.no_grad()
+def latent_traversal(model: Model, codes: torch.Tensor, y: torch.Tensor | None):
+    """One row per latent dimension (the TRAVERSAL_ROWS most varied, where there are more):
+    z_d at its test codes' mean + TRAVERSAL_STEPS standard deviations, every other coordinate
+    at the test codes' mean; a conditional model decodes under the first test image's label."""
+    mean, std = codes.mean(0), codes.std(0)  # (D,)
+    dims = std.argsort(descending=True)[:TRAVERSAL_ROWS].sort().values  # (R,)
+    steps = torch.tensor(TRAVERSAL_STEPS, dtype=codes.dtype)  # (S,)
+    z = mean.repeat(len(dims), len(steps), 1)  # (R, S, D)
+    rows = torch.arange(len(dims))[:, None]
+    z[rows, torch.arange(len(steps)), dims[:, None]] = mean[dims, None] + steps * std[dims, None]
+    z = z.flatten(0, 1)  # (R * S, D), row-major as the figure reads
+    labels = None if y is None else y[:1].expand(len(z))  # a model without labels ignores them
+    title = "z_d swept over its mean +- 3 sd of the test codes"
+    return latent_traversal_figure(model.decode(z, labels).mean, dims.tolist(), TRAVERSAL_STEPS,
+                                   title=title)  # fmt: skip
+
+
+@torch.no_grad()
+def with_mixture_samples(figures: dict[str, object], run_dir: Path, model: Model,
+                         train: TrainImages | None) -> dict[str, object]:  # fmt: skip
+    """The figures with decoded samples of the run's fitted mixture (samplers.py) right after
+    the prior's, drawn with the same seed."""
+    z = draw_codes(run_dir, model, 64, "gmm", DEFAULT_COMPONENTS, torch.Generator().manual_seed(0),
+                   train)  # fmt: skip
+    title = f"Samples from a fitted mixture ({DEFAULT_COMPONENTS} Gaussians on the training codes)"
+    grid = image_grid(decode_codes(model, z), nrow=8, title=title)
+    out: dict[str, object] = {}
+    for name, fig in figures.items():
+        out[name] = fig
+        if name == "samples":
+            out["mixture_samples"] = grid
+    return out
+
+
+def report_train_images(trainer, data: ImageData | None, config: RunConfig) -> TrainImages | None:
+    """The training images that the mixture is fitted to, where the caller holds them (None:
+    the sampler loads the run's dataset if it must fit)."""
+    if trainer is not None:
+        labels = trainer.train_y
+        return trainer.train_x.cpu(), None if labels is None else labels.cpu()
+    if data is None:
+        return None
+    n = len(data.train_images) - config.data.validation
+    return data.train_images[:n], None if data.train_labels is None else data.train_labels[:n]
 
 
 CAPTIONS = {
     "reconstructions": "The decoder's mean at the posterior mean of each test image.",
     "samples": "Samples: z ~ p(z) decoded to the likelihood's mean.",
+    "mixture_samples": f"Samples: z from a mixture of {DEFAULT_COMPONENTS} Gaussians (full "
+    "covariances) fitted by EM to the posterior means of the training images, decoded to the "
+    "likelihood's mean: what the decoder makes of where the codes are, rather than where the "
+    "prior says they should be (a plain autoencoder's codes follow no prior at all). The "
+    f"mixture is kept beside the run as sampler-gmm-{DEFAULT_COMPONENTS}.safetensors.",
     "latent_scatter": "Where the test images land in latent space, coloured by label.",
     "loss_curves": "Per-epoch training (solid) and test (dashed) losses.",
     "manifold": "The decoder over a 20 x 20 grid of Normal quantiles of z (z2 up, z1 right).",
     "class_grid": "The same z decoded under every label: the label says which digit, z the style.",
     "style_transfer": "Each test digit's posterior mean decoded under every label.",
+    "latent_traversal": "One row per latent dimension: that coordinate swept from 3 standard "
+    "deviations below to 3 above its mean over the test codes, every other coordinate at the "
+    "test codes' mean (a conditional model: under the first test image's label). A row that "
+    "does not change is a dimension the decoder ignores; a disentangled code changes one "
+    "factor of the images per row.",
     "codes_over_prior": "The encoder's test codes (coloured by label) over samples of the "
-    "prior (grey) that the discriminator pushed them towards.",
+    "model's prior p(z) (grey): where an adversarial autoencoder's discriminator or a VAE's "
+    "KL term pushed them, or, for the plain autoencoder, what decoded samples come from.",
 }
 
 
@@ -174,22 +221,71 @@ EVAL_NAMES = {  # eval.json key -> what the report calls it (nats per image unle
     "prior_sample_confidence": "reference classifier's confidence on prior samples",
     "conditional_sample_accuracy": "reference classifier on conditional samples",
     "is_seconds": "seconds for the importance-sampled estimate",
+    # evaluation/samples.py, in the reference classifier's features; *_floor: two sets of real
+    # images compared alike, what a sampler of the data itself would score
+    "frechet_distance": "Frechet classifier distance (FCD), prior samples vs real images",
+    "frechet_distance_floor": "FCD, real vs real images (the floor)",
+    "precision": "precision of prior samples (k=3: share inside the real images' manifold)",
+    "precision_floor": "precision, real vs real images",
+    "recall": "recall of prior samples (k=3: share of real images inside the samples')",
+    "recall_floor": "recall, real vs real images",
+    "sample_quality_images": "images on each side of FCD, precision and recall",
+    "sample_quality_seconds": "seconds for FCD, precision and recall",
 }
 
 
 def eval_section(run_dir: Path) -> Section | None:
     """The numbers of `vaelab eval`, if it has run."""
-    path = run_dir / EVAL_FILE
-    if not path.is_file():
+    result = read_eval(run_dir)
+    if result is None:
         return None
-    result = json.loads(path.read_text())
     table = {EVAL_NAMES.get(k, k.replace("_", " ")): v for k, v in result.items()
              if not isinstance(v, list)}  # fmt: skip
-    if "kl_per_dim" in result:
-        table["KL per latent dimension"] = ", ".join(f"{v:.2f}" for v in result["kl_per_dim"])
+    for key, values in result.items():  # a model's own per-layer or per-part numbers
+        numbers = isinstance(values, list) and all(isinstance(v, int | float) for v in values)
+        if numbers and key != "latent_usage_per_dim":
+            table[key.replace("_", " ")] = ", ".join(f"{v:.3g}" for v in values)
+    usage = result.get("latent_usage_per_dim")
+    if isinstance(usage, list) and all(isinstance(v, int | float) for v in usage):
+        what = str(result.get("latent_usage_measure", "usage"))
+        table[f"per latent dimension: {what}"] = ", ".join(f"{v:.2f}" for v in usage)
     text = (f"Computed by vaelab eval on the {result['split']} split with k={result['k']} "
             "importance samples.")  # fmt: skip
     return Section("Evaluation", text, table=table)
+
+
+def explorer_plane(model: Model, x: torch.Tensor, y: torch.Tensor | None) -> tuple[int, int]:
+    """The two latent dimensions an explorer's plane shows: the two most used by the model's
+    latent summary (both of a 2-D latent)."""
+    if model.config.latent_dim == 2:
+        return (0, 1)
+    top = torch.topk(model.latent_summary(x, y).scores, 2).indices.tolist()
+    return top[0], top[1]
+
+
+EXPLORER_TEXT = (
+    "The decoder runs in this page: drag on the plane (or use the arrow keys) to decode a "
+    "point, move the sliders for the other dimensions, pick two points to interpolate, draw "
+    "a digit to encode it. Nothing leaves the file."
+)
+
+
+@torch.no_grad()
+def explorer_section(model: Model, x: torch.Tensor, y: torch.Tensor | None, class_names,
+                     lang: str = "en", embed_encoder: bool = True,
+                     title: str = "Latent explorer") -> Section:  # fmt: skip
+    """The in-page latent explorer over the test codes, or a note where the model's nets alone
+    do not make its decoder (Model.portable_nets) or its latent is 1-D."""
+    if not model.portable_nets or model.config.latent_dim < 2:
+        why = ("its encode or decode is more than its two nets (several stochastic layers, a "
+               "flow or a codebook)" if not model.portable_nets
+               else "its latent space is 1-D")  # fmt: skip
+        return Section(title, f"No in-page explorer for this model: {why}; vaelab serve RUN "
+                              "explores it in the browser.")  # fmt: skip
+    codes = model.encode(x, y).mean
+    fragment = explorer_fragment(model, codes, y, class_names, explorer_plane(model, x, y),
+                                 lang=lang, embed_encoder=embed_encoder)  # fmt: skip
+    return Section(title, EXPLORER_TEXT, html=fragment)
 
 
 def write_run_report(run_dir: str | Path, trainer=None, data: ImageData | None = None) -> Path:
@@ -205,8 +301,10 @@ def write_run_report(run_dir: str | Path, trainer=None, data: ImageData | None =
         _, model = load_run(run_dir)
         x, y, class_names = test_set(config, binarization, data)
     y = None if y is None else y.cpu()
-    history = read_history(run_dir)
+    history, evaluation = read_history(run_dir), eval_section(run_dir)  # refused before drawing
     figures = run_figures(model, x, y, history, class_names)
+    figures = with_mixture_samples(figures, run_dir, model,
+                                   report_train_images(trainer, data, config))  # fmt: skip
     sections = [
         Section(
             "Summary",
@@ -223,7 +321,7 @@ def write_run_report(run_dir: str | Path, trainer=None, data: ImageData | None =
                 figures=[(CAPTIONS[name], path)],
             )
         )
-    evaluation = eval_section(run_dir)
+    sections.append(explorer_section(model, x, y, class_names))
     if evaluation is not None:
         sections.insert(1, evaluation)
     sections.append(

@@ -108,6 +108,10 @@ EN = {
         "that mean grows towards the edges of the grid, as the lecture found. The class-mean "
         "codes decode to sharp prototypes where the class-mean images are blurred."
     ),
+    "vae_explorer_title": "Explore the 2-D VAE: drag on the plane to decode, draw a digit to "
+    "encode it (the model runs in this page)",
+    "aae_explorer_title": "Explore the AAE's latent space",
+    "cvae_explorer_title": "Explore the CVAE: pick a label, move z to change the style",
     "manifold_title": "The 2-D latent manifold at Normal quantiles",
     "manifold_caption": "The decoder over a 20 x 20 grid of Normal quantiles (z1 right, z2 up).",
     "mean_vs_centre_title": "Mean training image (left), decoded z = 0 (right)",
@@ -131,10 +135,19 @@ EN = {
     "aae_cvae_title": "7. Adversarial and conditional autoencoders",
     "aae_cvae_text": (
         "Claim: the AAE replaces the KL term with a discriminator on z, so any prior that can "
-        "be sampled can be matched, here a mixture of 10 Gaussians on a circle. The CVAE feeds "
+        "be sampled can be matched, here a mixture of 10 Gaussians on a circle; label-aware, as "
+        "in Makhzani et al.'s Figure 4: the discriminator also sees the label, and the codes of "
+        "digit c are matched to component c, so each digit takes its own component. How close "
+        "the match is, is a number: the MMD between the codes and prior samples, beside the "
+        "same statistic between two prior samples (a perfect match). The CVAE feeds "
         "the label to the encoder and the decoder, so z keeps the style while the label picks "
         "the digit. Checks: the discriminator ends near chance; a classifier reads the asked "
-        "digit in the CVAE's samples."
+        "digit in the CVAE's samples. And z does carry the style: the same 100 draws of z are "
+        "decoded under each label in turn, and the slant and stroke thickness of every decoded "
+        "digit are measured as Morpho-MNIST defines them (Castro et al. 2019). With the label "
+        "fixed, the slant still varies (its range below), a linear function of z predicts it "
+        "(the R below; near 0 if z said nothing about it), and the classifier still reads the "
+        "fixed label: the label says which digit, z how it is written."
     ),
     "aae_title": "AAE: test codes over samples of the mixture prior",
     "aae_caption": "The AAE's test codes (coloured by label) over its prior's samples (grey).",
@@ -142,6 +155,16 @@ EN = {
     "style_caption": "CVAE style transfer: a test digit (left) and its z under every label.",
     "cvae_accuracy": "classifier accuracy on CVAE samples of the asked digit",
     "disc_accuracy": "AAE discriminator accuracy on test codes vs prior samples (0.5 = chance)",
+    "aae_mmd": "MMD^2 between the AAE's test codes and as many prior samples of their labels' "
+    "parts (Gaussian kernel)",
+    "aae_mmd_floor": "the same MMD^2 between two such prior samples (what a perfect match gives)",
+    "aae_mmd_bandwidth": "the kernel's bandwidth (median distance of the pooled points)",
+    "cvae_slant_r": "CVAE, label fixed, z swept: R of a linear fit of the measured slant on z "
+    "(mean over the 10 labels)",
+    "cvae_thickness_r": "the same for the measured stroke thickness",
+    "cvae_slant_spread": "slant range over the sweep under one label, 5th to 95th percentile "
+    "(degrees, mean over the labels)",
+    "cvae_sweep_accuracy": "classifier agreement with the fixed label over the sweep",
 }
 
 KO = {
@@ -235,6 +258,10 @@ KO = {
         "평균 코드를 복원하면 또렷한 원형이 나옵니다."
     ),
     "manifold_caption": "정규분포 분위수 20 x 20 격자에서의 디코더 출력 (z1은 오른쪽, z2는 위).",
+    "vae_explorer_title": "2차원 VAE 탐색: 평면을 끌어 복원하고, 숫자를 그려 부호화합니다 "
+    "(모델은 이 페이지 안에서 실행됩니다)",
+    "aae_explorer_title": "AAE의 잠재 공간 탐색",
+    "cvae_explorer_title": "CVAE 탐색: 레이블을 고르고 z를 움직여 글씨체를 바꿉니다",
     "mean_vs_centre_caption": "학습 숫자들의 평균과 복원한 중심.",
     "distance_map_caption": "위 매니폴드의 각 칸을 평균 학습 이미지까지의 거리로 칠한 그림.",
     "class_means_caption": "숫자별: 테스트 이미지의 평균, 그리고 코드 평균을 복원한 이미지.",
@@ -247,16 +274,34 @@ KO = {
     "aae_cvae_title": "7. 적대적 오토인코더와 조건부 VAE",
     "aae_cvae_text": (
         "주장: AAE는 KL 항 대신 z 위의 판별기를 쓰므로 표본을 뽑을 수 있는 어떤 사전분포에도 "
-        "맞출 수 있습니다. 여기서는 원 위에 놓인 가우시안 10개의 혼합입니다. CVAE는 레이블을 "
+        "맞출 수 있습니다. 여기서는 원 위에 놓인 가우시안 10개의 혼합이고, Makhzani 외의 "
+        "그림 4처럼 레이블을 아는 방식입니다: 판별기도 레이블을 보고, 숫자 c의 코드는 성분 c에 "
+        "맞춰지므로 숫자마다 자기 성분을 차지합니다. 얼마나 잘 맞는지는 숫자로 봅니다: 코드와 "
+        "사전분포 표본 사이의 MMD를, 사전분포 표본 두 묶음 사이의 같은 통계량(완벽한 일치)과 "
+        "나란히 둡니다. CVAE는 레이블을 "
         "인코더와 디코더에 함께 넣으므로 z는 글씨체를 담고 레이블이 숫자를 정합니다. 확인: "
         "판별기의 정확도는 우연 수준에 가깝고, 분류기가 CVAE 표본에서 요청한 숫자를 읽어 "
-        "냅니다."
+        "냅니다. 그리고 z는 실제로 글씨체를 담습니다: 같은 z 표본 100개를 레이블마다 차례로 "
+        "복원하고, 복원한 숫자마다 Morpho-MNIST(Castro et al. 2019)의 정의대로 기울기와 획 "
+        "굵기를 잽니다. 레이블을 고정해도 기울기는 달라지고(아래의 범위), z의 선형 함수가 그것을 "
+        "예측하며(아래의 R; z가 아무 정보도 없다면 0에 가깝습니다), 분류기는 여전히 고정한 "
+        "레이블을 읽어 냅니다: 레이블은 어떤 숫자인지를, z는 어떻게 썼는지를 정합니다."
     ),
     "aae_caption": "AAE의 테스트 코드(레이블별 색)와 사전분포 표본(회색).",
     "class_grid_caption": "CVAE: 행은 레이블 0-9, 각 열은 하나의 z (하나의 글씨체).",
     "style_caption": "CVAE 글씨체 전이: 테스트 숫자(왼쪽)와 그 z를 모든 레이블로 복원한 결과.",
     "cvae_accuracy": "요청한 숫자에 대한 CVAE 표본의 분류기 정확도",
     "disc_accuracy": "테스트 코드 대 사전분포 표본에 대한 AAE 판별기 정확도 (0.5 = 우연)",
+    "aae_mmd": "AAE 테스트 코드와 같은 수의 (레이블에 맞는 성분의) 사전분포 표본 사이의 MMD^2 "
+    "(가우시안 커널)",
+    "aae_mmd_floor": "사전분포 표본 두 묶음 사이의 같은 MMD^2 (완벽히 맞을 때의 값)",
+    "aae_mmd_bandwidth": "커널의 대역폭 (합친 점들 사이 거리의 중앙값)",
+    "cvae_slant_r": "CVAE, 레이블 고정, z 변화: 측정한 기울기를 z로 선형 회귀한 R "
+    "(레이블 10개의 평균)",
+    "cvae_thickness_r": "측정한 획 굵기에 대한 같은 값",
+    "cvae_slant_spread": "한 레이블에서 z를 바꿀 때 기울기의 범위, 5번째에서 95번째 백분위수 "
+    "(도, 레이블 평균)",
+    "cvae_sweep_accuracy": "z를 바꾼 표본에서 분류기가 고정한 레이블을 읽어 낸 비율",
 }
 
 # Figure labels stay English in both languages.

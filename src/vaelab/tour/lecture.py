@@ -14,21 +14,25 @@ import torch
 
 from vaelab.data import ImageData, binarize_fixed, load_dataset
 from vaelab.errors import VaelabError
+from vaelab.evaluation import morphometrics
 from vaelab.evaluation.classifier import Classifier, reference_classifier, train_classifier
 from vaelab.evaluation.likelihood import elbo, iwae_bound
+from vaelab.evaluation.samples import median_bandwidth, mmd2
 from vaelab.models import MODELS, Batch
-from vaelab.training.run import DataConfig, RunConfig, TrainConfig
+from vaelab.run import DataConfig, RunConfig, TrainConfig
+from vaelab.tour.text import LANGUAGES, TEXT
 from vaelab.training.trainer import Trainer, train
 from vaelab.viz import figures as F
+from vaelab.viz.explorer import explorer_fragment
 from vaelab.viz.report import Section, write_report
 from vaelab.viz.run_report import conditional_figures, write_run_report
-from vaelab.viz.tour_text import LANGUAGES, TEXT
 
 TOUR_MODELS = {  # name -> (registered model, config changes)
     "ae": ("ae", {"latent_dim": 20}),  # AE vs VAE at 20-D: the AE's codes ignore N(0, I)
     "vae20": ("vae", {"latent_dim": 20}),
     "vae": ("vae", {"latent_dim": 2}),  # the 2-D VAE of the review: its manifold, its ELBO
-    "aae": ("aae", {"latent_dim": 2, "prior": "mixture"}),
+    # Label-aware (Makhzani et al. Fig. 4): class c's codes are matched to the mixture's part c.
+    "aae": ("aae", {"latent_dim": 2, "prior": "mixture", "label_prior": True}),
     "cvae": ("cvae", {"latent_dim": 2, "num_classes": 10}),
 }
 
@@ -62,6 +66,7 @@ class Tour:
         self.y_test = self.data.test_labels
         self.gray_test = self.data.test_images.float() / 255
         self.trainers: dict[str, Trainer] = {}
+        self.threads = None  # a ThreadGovernor for the trainings, or None
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -78,7 +83,8 @@ class Tour:
                                data=DataConfig(dataset="mnist-sample"),
                                train=TrainConfig(epochs=self.budget.epochs))  # fmt: skip
             run_dir = self.out / "models" / key
-            self.trainers[key] = train(config, run_dir, quiet=True, data=self.data)
+            self.trainers[key] = train(config, run_dir, quiet=True, data=self.data,
+                                       threads=self.threads)  # fmt: skip
             write_run_report(run_dir, trainer=self.trainers[key])  # its own report, for serve
             self.trainers[key].model.eval()
 
@@ -91,6 +97,16 @@ class Tour:
                                         "mnist-sample")  # fmt: skip
         return train_classifier(self.data.train_images, self.data.train_labels,
                                 self.budget.classifier_epochs)  # fmt: skip
+
+
+@torch.no_grad()
+def explorer(tour: Tour, key: str, title: str, encoder: bool = False) -> str:
+    """The in-page explorer of the tour's 2-D model `key` over its test codes (the decoder, and
+    with `encoder` the encoder too, run in the page: no server)."""
+    model = tour.model(key)
+    codes = model.encode(tour.x_test, tour.y_test).mean
+    return explorer_fragment(model, codes, tour.y_test, lang=tour.lang, title=title,
+                             embed_encoder=encoder)  # fmt: skip
 
 
 def subset(data: ImageData, n: int | None) -> ImageData:
@@ -236,15 +252,57 @@ def review_section(tour: Tour) -> Section:
         t["min_distance"]: dist.min().item(),
         t["min_cell"]: f"z = ({grid[row * n + col, 0]:.2f}, {grid[row * n + col, 1]:.2f})",
     }
-    return Section(t["review_title"], t["review_text"], figures=figs, table=table)
+    page = explorer(tour, "vae", t["vae_explorer_title"], encoder=True)
+    return Section(t["review_title"], t["review_text"], figures=figs, table=table, html=page)
 
 
 # -- AAE and CVAE --------------------------------------------------------------------------
+STYLE_SWEEP = 100  # z's decoded under each fixed label
+
+
+def linear_fit_r(z: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """R of the least-squares fit values ~ a + z b, per column of values (N, L): (L,); rows
+    with a missing value (a blank image's NaN) are left out of their column's fit."""
+    rs = []
+    for column in values.T:
+        keep = ~column.isnan()
+        x = torch.cat([torch.ones(int(keep.sum()), 1), z[keep]], dim=1).double()
+        y = column[keep].double()
+        residual = y - x @ torch.linalg.lstsq(x, y[:, None]).solution[:, 0]
+        rs.append((1 - residual.var() / y.var().clamp_min(1e-12)).clamp_min(0).sqrt())
+    return torch.stack(rs).float()
+
+
+@torch.no_grad()
+def cvae_style(t: dict, cvae, clf: Classifier) -> dict[str, float]:
+    """Does the CVAE's z carry the style? The same STYLE_SWEEP prior draws of z decoded under
+    each label in turn, the decoded digits' slant and thickness measured (Morpho-MNIST): how
+    much of each a linear function of z explains while the label stays fixed, and whether the
+    classifier still reads the fixed label."""
+    classes = cvae.label_classes
+    z = cvae.sample_prior(STYLE_SWEEP, torch.Generator().manual_seed(2))  # (G, D)
+    labels = torch.arange(classes).repeat_interleave(STYLE_SWEEP)  # (L * G,)
+    digits = cvae.decode(z.repeat(classes, 1), labels).mean
+    measured = morphometrics.measure(digits)
+    slant = measured.slant.view(classes, STYLE_SWEEP).T.rad2deg()  # (G, L) degrees
+    thickness = measured.thickness.view(classes, STYLE_SWEEP).T
+    spread = slant.nanquantile(0.95, 0) - slant.nanquantile(0.05, 0)  # (L,)
+    return {
+        t["cvae_slant_r"]: linear_fit_r(z, slant).mean().item(),
+        t["cvae_thickness_r"]: linear_fit_r(z, thickness).mean().item(),
+        t["cvae_slant_spread"]: spread.nanmean().item(),
+        t["cvae_sweep_accuracy"]: clf.accuracy(digits, labels),
+    }
+
+
 @torch.no_grad()
 def aae_cvae_section(tour: Tour, clf: Classifier) -> Section:
     t, aae, cvae = tour.t, tour.model("aae"), tour.model("cvae")
     codes = aae.encode(tour.x_test).mean
-    prior = aae.prior.sample(len(codes), generator=torch.Generator().manual_seed(0))
+    gen, parts = torch.Generator().manual_seed(0), aae.prior_labels(tour.y_test)
+    prior = aae.prior.sample(len(codes), parts, generator=gen)
+    again = aae.prior.sample(len(codes), parts, generator=gen)  # the floor: prior vs prior
+    bandwidth = median_bandwidth(codes, prior)
     torch.manual_seed(0)
     disc_acc = aae.evaluate(Batch(tour.x_test, tour.y_test))["disc_acc"].item()
     figs = [(t["aae_caption"], tour.figure("aae_codes", F.codes_over_prior_figure(
@@ -256,16 +314,25 @@ def aae_cvae_section(tour: Tour, clf: Classifier) -> Section:
     ]
     labels = torch.arange(1000) % 10
     samples = cvae.generate(1000, labels, torch.Generator().manual_seed(0))
-    table = {t["cvae_accuracy"]: clf.accuracy(samples, labels), t["disc_accuracy"]: disc_acc}
-    return Section(t["aae_cvae_title"], t["aae_cvae_text"], figures=figs, table=table)
+    table = {t["cvae_accuracy"]: clf.accuracy(samples, labels), t["disc_accuracy"]: disc_acc,
+             t["aae_mmd"]: mmd2(codes, prior, bandwidth),
+             t["aae_mmd_floor"]: mmd2(again, prior, bandwidth),
+             t["aae_mmd_bandwidth"]: bandwidth}  # fmt: skip
+    table.update(cvae_style(t, cvae, clf))
+    pages = explorer(tour, "aae", t["aae_explorer_title"]) + explorer(
+        tour, "cvae", t["cvae_explorer_title"]
+    )
+    return Section(t["aae_cvae_title"], t["aae_cvae_text"], figures=figs, table=table, html=pages)
 
 
 def run_tour(out: str | Path = "runs/tour", quick: bool = False, lang: str = "en",
-             quiet: bool = False) -> Path:  # fmt: skip
-    """Train the tour's models and write OUT/report.html; returns the report's path."""
+             quiet: bool = False, threads=None) -> Path:  # fmt: skip
+    """Train the tour's models and write OUT/report.html; returns the report's path.
+    `threads`: a training.threads.ThreadGovernor that sets torch's threads while they train."""
     out = Path(out)
     tour = Tour(out, TourBudget.quick() if quick else TourBudget(), lang, quiet)
-    from vaelab.viz.tour_theory import information_section, mle_map_section, paradox_section
+    tour.threads = threads
+    from vaelab.tour.theory import information_section, mle_map_section, paradox_section
 
     sections = [Section(tour.t["intro_title"], tour.t["intro_text"]),
                 mle_map_section(tour), information_section(tour)]  # fmt: skip
