@@ -19,6 +19,10 @@ from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_text
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The page may run its own inline scripts (the latent explorer) and show its own data: images,
+# and nothing else: no request can leave the file.
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+       "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")  # fmt: skip
 
 _CSS = """
 :root { --fg: #1d2330; --muted: #5b6475; --line: #dde2ea; --accent: #2f5fb3; --bg-alt: #f5f7fa; }
@@ -159,6 +163,7 @@ def render_report(
     return (
         f'<!DOCTYPE html>\n<html lang="{html.escape(lang)}">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         f"<header>\n<h1>{html.escape(title)}</h1>\n{sub}</header>\n"
         f"{_toc([(a, s.title) for a, s in zip(anchors, sections, strict=True)])}{body}"
