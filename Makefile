@@ -7,7 +7,7 @@ OUT    ?= runs/demo
 TOUR_FLAGS ?=
 LINTED := $(wildcard src tests benchmarks)
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast lint format bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,19 @@ demo: $(VENV)/.installed
 	rm -rf $(OUT)
 	$(BIN)/vaelab tour --out $(OUT) $(TOUR_FLAGS)
 
-test: $(VENV)/.installed-test
+# The browser tests drive Debian's Chromium at $(CHROMIUM). Root installs it; anyone else
+# installs it, or opts out with VAELAB_SKIP_BROWSER_TESTS=1 (the browser tests then skip).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ] || [ "$$VAELAB_SKIP_BROWSER_TESTS" = 1 ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "make test: the browser tests need $(CHROMIUM): install it (sudo apt-get install chromium) or set VAELAB_SKIP_BROWSER_TESTS=1 to skip them" >&2; \
+	  exit 1; \
+	fi
+
+test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/python -m pytest

@@ -191,7 +191,7 @@ def test_idx_refusals(tmp_path):
 def test_unknown_name_lists_valid_names():
     with pytest.raises(VaelabError, match="'cifar'.*mnist-sample, mnist, fashion-mnist, kmnist"):
         load_dataset("cifar")
-    assert dataset_names() == ["mnist-sample", "mnist", "fashion-mnist", "kmnist"]
+    assert dataset_names() == ["mnist-sample", "mnist", "fashion-mnist", "kmnist", "shapes"]
 
 
 # ---------------------------------------------------------------- look-up order

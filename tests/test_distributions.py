@@ -13,6 +13,7 @@ from vaelab.distributions import (
     DiagonalGaussian,
     Gaussian,
     continuous_bernoulli_log_norm,
+    diagonal_gaussian_kl,
     fast_logsumexp,
     gaussian_kl,
     make_likelihood,
@@ -161,3 +162,11 @@ def test_fast_logsumexp_equals_torch_logsumexp_in_value_and_gradient():
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-4 * max(1.0, scale / 300), atol=1e-6)
     got = fast_logsumexp(torch.tensor([[0.0, -1e4], [5.0, 5.0]]), dim=0)
     torch.testing.assert_close(got, torch.tensor([5.0 + math.log1p(math.exp(-5.0)), 5.0]))
+
+
+def test_kl_between_diagonal_gaussians_matches_torch_and_broadcasts(gen):
+    q = DiagonalGaussian(torch.randn(4, 6, generator=gen), torch.randn(4, 6, generator=gen))
+    p = DiagonalGaussian(torch.randn(3, 4, 6, generator=gen), torch.randn(3, 4, 6, generator=gen))
+    ref = D.kl_divergence(D.Normal(q.mean, q.std), D.Normal(p.mean, p.std))  # (3, 4, 6)
+    torch.testing.assert_close(diagonal_gaussian_kl(q, p), ref)
+    assert torch.equal(diagonal_gaussian_kl(q, q), torch.zeros(4, 6))

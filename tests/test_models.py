@@ -10,6 +10,9 @@ from vaelab.training.checkpoint import load_weights, save_checkpoint
 VARIANTS = {  # options that add parameters or change the posterior
     "vae-vampprior": ("vae", {"prior": "vamp", "pseudo_inputs": 5}),
     "iwae-vampprior": ("iwae", {"prior": "vamp", "pseudo_inputs": 5}),
+    "piwae-vampprior": ("piwae", {"prior": "vamp", "pseudo_inputs": 5}),
+    "vae-iaf-vampprior": ("vae-iaf", {"prior": "vamp", "pseudo_inputs": 5}),
+    "hvae-vampprior": ("hvae", {"prior": "vamp", "pseudo_inputs": 5}),
     "aae-gaussian-q": ("aae", {"posterior": "gaussian"}),
 }
 CASES = [(name, net) for name in sorted(MODELS) for net in ("mlp", "conv")]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.nets import build_decoder, build_encoder
+from vaelab.nets import GatedDense, build_decoder, build_encoder, vector_net
 
 
 @pytest.mark.parametrize("net", ["mlp", "gated", "conv"])
@@ -121,3 +121,12 @@ def test_film_is_a_scale_and_shift_of_the_hidden_units():
 def test_film_needs_a_condition():
     with pytest.raises(VaelabError, match="FiLM conditioning needs a condition"):
         build_decoder("mlp", (1, 28, 28), 2, film=True)
+
+
+def test_vector_nets_follow_the_net_and_end_linear():
+    gated, plain = vector_net("gated", [4, 8, 6]), vector_net("conv", [4, 8, 6], "tanh")
+    assert [type(m) for m in gated] == [GatedDense, torch.nn.Linear]
+    assert [type(m) for m in plain] == [torch.nn.Linear, torch.nn.Tanh, torch.nn.Linear]
+    assert gated(torch.randn(3, 5, 4)).shape == (3, 5, 6)  # leading sample dims pass through
+    with pytest.raises(VaelabError, match="unknown net 'rnn'"):
+        vector_net("rnn", [4, 6])

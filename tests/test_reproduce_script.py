@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.bench import cpu_model
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_fashion.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the script imports its neighbour bench.py, as run
+from bench import cpu_model  # noqa: E402  (benchmarks/bench.py)
 
 
 @pytest.fixture
@@ -82,6 +82,24 @@ def test_pseudo_inputs_change_the_vampprior_rows_only_and_name_them(script):
     assert vamp[vamp.index("--pseudo-inputs") + 1] == "250"
     assert vamp[vamp.index("--out") + 1] == str(runs / "vae-prior-vamp-pseudo-inputs-250-e3")
     assert [r["model"] for r in rows] == ["VAE (Gaussian prior)", "VAE + VampPrior (K=250)"]
+
+
+def test_the_hvae_rows_train_hvae_and_record_each_layers_numbers(script, monkeypatch):
+    run, calls, runs = script
+    layers = {"kl_per_layer": [21.5, 3.25], "active_units_per_layer": [19, 11]}
+    result = {"neg_elbo": 231.0, "nll": 229.0, "nll_se": 0.76, "images": 10, **layers}
+    monkeypatch.setattr(run.module, "evaluate_run", lambda run, k, limit: result)
+    rows = run("--only", "HVAE (Gaussian prior);HVAE + VampPrior (K=250)", "--epochs", "3",
+               "--pseudo-inputs", "250")  # fmt: skip
+    plain, vamp = calls
+    assert plain[:2] == ["train", "hvae"] and "--prior" not in plain
+    assert plain[plain.index("--out") + 1] == str(runs / "hvae-e3")
+    assert vamp[:2] == ["train", "hvae"] and vamp[vamp.index("--prior") + 1] == "vamp"
+    assert vamp[vamp.index("--out") + 1] == str(runs / "hvae-prior-vamp-pseudo-inputs-250-e3")
+    assert [(r["model"], r["published_nll"]) for r in rows] == [
+        ("HVAE (Gaussian prior)", 227.37), ("HVAE + VampPrior (K=250)", 226.72)]  # fmt: skip
+    assert all(r["kl_per_layer"] == [21.5, 3.25] for r in rows)
+    assert all(r["active_units_per_layer"] == [19, 11] for r in rows)
 
 
 def test_precision_is_passed_named_and_keeps_rows_apart(script):

@@ -1,6 +1,8 @@
 """The latent explorer in a real browser (headless Chromium through Playwright) against the
 real server, for a quickly trained 2-D VAE and a CVAE. With VAELAB_UPDATE_DOCS=1 set, it also
-refreshes docs/serve.png (tests never write into the repository otherwise)."""
+refreshes docs/serve.png (tests never write into the repository otherwise).
+
+Without Chromium these tests fail; VAELAB_SKIP_BROWSER_TESTS=1 skips them (tests/browsers.py)."""
 
 import os
 import shutil
@@ -10,19 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from browsers import launched, skip_if_opted_out
 from vaelab.cli import main
 from vaelab.serve import Explorer, make_app_server, server_url
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
 TRAIN = ["--hidden", "256", "--batch-size", "128", "--quiet", "--no-report"]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = [pytest.mark.slow, skip_if_opted_out]
 
 
 @contextmanager
@@ -50,10 +47,8 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched() as chromium:
         yield chromium
-        chromium.close()
 
 
 def open_page(browser, url: str):
@@ -93,6 +88,8 @@ def drag(page, selector: str, points: list[tuple[float, float]]) -> None:
 
 
 def test_vae_page_drag_draw_interpolate(browser, runs, tmp_path, monkeypatch):
+    from playwright.sync_api import expect
+
     monkeypatch.chdir(runs)  # the page names the run "vae", not a temporary path
     with serving(Path("vae")) as url:
         page, errors = open_page(browser, url)
@@ -112,7 +109,7 @@ def test_vae_page_drag_draw_interpolate(browser, runs, tmp_path, monkeypatch):
         page.click("#set-a")
         drag(page, "#plane", [(0.25, 0.75), (0.6, 0.4)])
         page.click("#set-b")
-        sync_api.expect(page.locator("#strip img")).to_have_count(10)
+        expect(page.locator("#strip img")).to_have_count(10)
         assert "NLL" not in page.inner_text("#facts")  # no eval.json in this run
         assert "test negative ELBO" in page.inner_text("#facts")
 

@@ -104,6 +104,14 @@ def _body(sizes: Sequence[int], activation: str) -> nn.Sequential:
     return gated_mlp(sizes) if activation == "gated" else mlp(sizes, activation)
 
 
+def vector_net(net: str, sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """A net on vectors [..., sizes[0]] -> [..., sizes[-1]] in the style `net` names: gated dense
+    layers for "gated", else linear layers with `activation` (what the conv net's vector parts
+    are). It ends in a linear layer: the parameters of a distribution."""
+    _check_net(net)
+    return gated_mlp(sizes) if net == "gated" else mlp(sizes, activation)
+
+
 def _with_condition(h: Tensor, c: Tensor | None) -> Tensor:
     return h if c is None else torch.cat([h, c.expand(*h.shape[:-1], c.shape[-1])], dim=-1)
 

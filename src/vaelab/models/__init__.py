@@ -1,9 +1,29 @@
 """The models, one file each; importing a model module registers it."""
 
-from vaelab.models import aae, ae, beta_vae, cvae, iwae, vae  # noqa: F401  (each registers itself)
+from vaelab.models import (  # noqa: F401  (each registers itself)
+    aae,
+    ae,
+    beta_tcvae,
+    beta_vae,
+    ciwae,
+    cvae,
+    factor_vae,
+    hvae,
+    iaf,
+    info_vae,
+    iwae,
+    ladder_vae,
+    miwae,
+    piwae,
+    vae,
+    vq_vae,
+    wae,
+)
 from vaelab.models.base import (
     MODELS,
     Batch,
+    DensityModel,
+    LatentSummary,
     LossOutput,
     Model,
     ModelConfig,
@@ -17,6 +37,8 @@ from vaelab.models.base import (
 __all__ = [
     "MODELS",
     "Batch",
+    "DensityModel",
+    "LatentSummary",
     "LossOutput",
     "Model",
     "ModelConfig",

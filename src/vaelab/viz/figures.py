@@ -435,3 +435,32 @@ def codes_over_prior_figure(
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- traversals
+
+
+def latent_traversal_figure(
+    decoded: ArrayLike,
+    dims: Sequence[int],
+    steps: Sequence[float],
+    title: str | None = "Latent traversals",
+    cell_inches: float = 0.45,
+) -> Figure:
+    """Decoded images [len(dims) * len(steps), C, H, W], one row per latent dimension: row i
+    sweeps z_{dims[i]} over `steps` (the column labels) while the others stay fixed."""
+    images = _as_images(decoded, "decoded")
+    rows, cols = len(dims), len(steps)
+    if rows == 0 or len(images) != rows * cols:
+        raise VaelabError(
+            f"expected {rows} x {cols} = {rows * cols} decoded images (rows: dimensions, "
+            f"columns: steps), got {len(images)}"
+        )
+    h, w = images.shape[2:]
+    tiled = tile_images(images, cols)
+    fig, ax = _image_figure(tiled, (rows, cols), cell_inches, title, margins=(0.45, 0.35))
+    names = [f"{s:+g}" if s else "0" for s in steps]
+    ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in range(cols)], names)
+    ax.set_yticks([i * (h + 1) + (h - 1) / 2 for i in range(rows)], [f"z{d + 1}" for d in dims])
+    ax.tick_params(labelsize=7, length=0)
+    return fig
