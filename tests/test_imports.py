@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "fileio", "config"},
     {"data", "distributions", "priors", "flows", "nets", "theory"},
     {"models"},
-    {"run", "training", "evaluation"},
+    {"run", "training", "evaluation", "samplers"},
     {"viz", "export"},
     {"tour", "serve"},
     {"cli", "__main__"},
