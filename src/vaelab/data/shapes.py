@@ -38,7 +38,7 @@ NAME = "shapes"
 SHAPES = ("square", "ellipse", "heart", "triangle")
 FACTOR_NAMES = ("shape", "scale", "rotation", "x", "y")
 GRID = (len(SHAPES), 6, 40, 32, 32)  # values per factor, as FACTOR_NAMES
-VERSION = 1  # of the drawing: a change here must change the images' cache name
+VERSION = 1  # of the drawing, part of the cache's name: bumped when the drawing changes
 R_MAX = 0.2  # circumradius of a scale-1 shape, as a share of the image side
 _CHUNK = 4096  # images drawn at once: bounds the (n, W, W) temporaries
 

@@ -9,7 +9,7 @@
   an importance matrix R (D codes x F factors). Disentanglement is 1 - the entropy (base F) of
   each code's row of R normalised, weighted by the row's share of R; completeness is 1 - the
   entropy (base D) of each factor's column, averaged; informativeness the regressor's held-out
-  R^2, averaged. The paper's regressors are lasso and random forests; here it is an additive
+  R^2, averaged. The paper's regressors are lasso and random forests; vaelab's is an additive
   ridge regression on binned codes, f_k(z) = sum_d f_dk(z_d) with f_dk piecewise constant over
   the 20 quantile bins of z_d (closed form, no dependency, and not blind to a factor that a code
   holds non-monotonically), and R_dk is the variance of f_dk(z_d) over the data: the share of
