@@ -7,7 +7,10 @@ measure for every model), test negative ELBO (one sample, analytic KL, beta = 1)
 negative IWAE-k bound with k = --k-eval for models with a posterior density, the CVAE's
 conditional-sample accuracy by a CNN classifier (and its label-transfer accuracy: test codes
 decoded under another label, classified as that label), and the AAE discriminator's accuracy on test
-codes vs prior samples (at the end, and at the end of each of the last 5 epochs: it oscillates).
+codes vs prior samples (at the end, and at the end of each of the last 5 epochs: it oscillates),
+and for every model the sample quality of 1,000 prior samples against 1,000 test images in the
+classifier's features (evaluation/samples.py: Frechet classifier distance, precision and recall,
+k=3), beside the same numbers between those test images and 1,000 training images (the floor).
 Writes benchmarks/results/model_family.json.
 """
 
@@ -26,6 +29,8 @@ from bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.evaluation.classifier import train_classifier
 from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound, reconstruction_nll
+from vaelab.evaluation.run_eval import SAMPLE_QUALITY_IMAGES, real_images
+from vaelab.evaluation.samples import sample_quality
 from vaelab.models import MODELS, Batch, DensityModel
 from vaelab.run import DataConfig, RunConfig, TrainConfig
 from vaelab.training.trainer import train
@@ -51,7 +56,28 @@ MODELS_TO_RUN = [  # (label, registered name, config changes)
 
 
 @torch.no_grad()
-def evaluate(model, x, y, k_eval, classifier):
+def sample_judge(classifier, data, n: int = SAMPLE_QUALITY_IMAGES):
+    """The classifier's features of n real test images (what samples are judged against) and
+    the floor: the sample quality of n real training images against them (as `vaelab eval`)."""
+    real = classifier.features(real_images(data.test_images, n, 0))
+    return real, sample_quality(real, classifier.features(real_images(data.train_images, n, 1)))
+
+
+@torch.no_grad()
+def quality_of(images, classifier, real) -> dict[str, float]:
+    """FCD, precision and recall of images (in [0, 1]) against the real features."""
+    return sample_quality(real, classifier.features(images.clamp(0, 1)))
+
+
+@torch.no_grad()
+def prior_sample_quality(model, classifier, real) -> dict[str, float]:
+    n = len(real)
+    samples = model.generate(n, model.sample_labels(n), torch.Generator().manual_seed(0))
+    return quality_of(samples, classifier, real)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, k_eval, classifier, real):
     model.eval()
     torch.manual_seed(0)
     row = {"recon": dataset_mean(lambda a, b: reconstruction_nll(model, a, b), x, y)}
@@ -70,6 +96,7 @@ def evaluate(model, x, y, k_eval, classifier):
         row["label_transfer_acc"] = classifier.accuracy(moved, other)
     if "disc_acc" in model.evaluate(Batch(x[:1000], y[:1000])):
         row["disc_acc"] = model.evaluate(Batch(x[:1000], y[:1000]))["disc_acc"].item()
+    row.update(prior_sample_quality(model, classifier, real))
     return row
 
 
@@ -84,6 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("mnist-sample")
     classifier = train_classifier(data.train_images, data.train_labels)
+    real, floor = sample_judge(classifier, data)
     hidden = tuple(int(v) for v in args.hidden.split(","))
     results = []
     for latent in [int(v) for v in args.latents.split(",")]:
@@ -106,7 +134,7 @@ def main() -> None:
             row = {"model": label, "latent": latent, "epochs": args.epochs,
                    "hidden": list(hidden), "train_seconds": round(seconds, 1)}  # fmt: skip
             row.update(evaluate(trainer.model, trainer.test_x, trainer.test_y, args.k_eval,
-                                classifier))  # fmt: skip
+                                classifier, real))  # fmt: skip
             if "disc_acc" in row:  # the GAN oscillates: D's test accuracy over the last epochs
                 lines = (trainer.run_dir / "metrics.jsonl").read_text().splitlines()
                 accs = [json.loads(v).get("test/disc_acc") for v in lines]
@@ -118,8 +146,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                "platform": platform.platform(), "processor": cpu_model()}  # fmt: skip
-    out.write_text(json.dumps({"machine": machine, "k_eval": args.k_eval, "rows": results},
-                              indent=2) + "\n")  # fmt: skip
+    record = {"machine": machine, "k_eval": args.k_eval, "sample_quality_images": len(real),
+              "sample_quality_floor": floor, "rows": results}  # fmt: skip
+    out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

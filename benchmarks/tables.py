@@ -199,6 +199,7 @@ def model_family(results: Path) -> str:
         "negative ELBO",
         f"negative L_{k}",
         "other",
+        *SAMPLE_QUALITY,
         "train s",
         *PROVENANCE,
     ]
@@ -212,11 +213,38 @@ def model_family(results: Path) -> str:
             num(r["neg_elbo"]) if "neg_elbo" in r else "",
             num(r[f"neg_iwae_{k}"]) if f"neg_iwae_{k}" in r else "",
             family_other(r),
+            *quality_cells(r),
             num(r.get("train_seconds"), 1),
             *provenance(data, r),
         ]
         for r in data["rows"]
     ]
+    floor = ["real test vs training images (the floor)", *[""] * 7]
+    rows.append([*floor, *quality_cells(data.get("sample_quality_floor") or {}), "",
+                 *provenance(data)])  # fmt: skip
+    return markdown(header, rows)
+
+
+# Sample quality in the reference classifier's features (vaelab.evaluation.samples).
+SAMPLE_QUALITY = ["FCD", "precision", "recall"]
+
+
+def quality_cells(r: dict) -> list[str]:
+    return [num(r.get("frechet_distance"), 1), num(r.get("precision")), num(r.get("recall"))]
+
+
+def posthoc_sampler(results: Path) -> str:
+    data = load(results, "posthoc_sampler")
+    settings = data.get("settings", {})
+    header = ["model", "sampler", *SAMPLE_QUALITY, "fit s", "epochs", *PROVENANCE]
+    rows = [
+        [r["model"], r["sampler"], *quality_cells(r),
+         num(r["fit_seconds"], 1) if "fit_seconds" in r else "",
+         str(settings.get("epochs", NOT_RECORDED)), *provenance(data)]
+        for r in data["rows"]
+    ]  # fmt: skip
+    rows.append(["real test vs training images", "(the floor)", *quality_cells(data["floor"]),
+                 "", "", *provenance(data)])  # fmt: skip
     return markdown(header, rows)
 
 
@@ -518,6 +546,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "headline-speed": headline_speed,
     "fashion-protocol": fashion_protocol,
     "model-family": model_family,
+    "posthoc-sampler": posthoc_sampler,
     "reproduce-iwae": reproduce_iwae,
     "iwae-variants": iwae_variants,
     "iwae-snr": iwae_snr,
@@ -553,9 +582,10 @@ def render(paths: list[Path], results: Path = RESULTS) -> dict[Path, str]:
     for path in paths:
         out[path], names = rewrite(path.read_text(), results, where=str(path))
         seen += names
-    for name in TABLES:
-        if seen.count(name) != 1:
-            raise TableError(f"table {name!r} appears {seen.count(name)} times, expected once")
+    counts = {name: seen.count(name) for name in TABLES}
+    wrong = [f"{name!r} appears {n} times" for name, n in counts.items() if n != 1]
+    if wrong:
+        raise TableError(f"each table must appear once: {', '.join(wrong)}")
     return out
 
 

@@ -50,6 +50,7 @@ VAELAB_CUTS = {
     "sample": [],
     "report": [],
     "datasets": [],
+    "export": [],
     "serve": ["--port", "0"],
 }
 IWAE_VARIANTS_CUT = ["--max-steps", "2", "--train-images", "64", "--batch-size", "16",
@@ -59,6 +60,7 @@ IWAE_VARIANTS_CUT = ["--max-steps", "2", "--train-images", "64", "--batch-size",
 SCRIPT_CUTS = {  # each benchmark script's own flags for a run of seconds
     "reproduce_fashion.py": ["--epochs", "1", "--k", "10", "--limit", "20"],
     "model_family.py": ["--epochs", "1", "--hidden", "32", "--latents", "2", "--k-eval", "10"],
+    "posthoc_sampler.py": ["--epochs", "1", "--hidden", "32", "--latent", "2", "--components", "3"],
     "reproduce_iwae.py": ["--epochs", "1", "--batch-size", "999", "--k", "9", "--eval-limit", "9"],
     "iwae_variants.py": IWAE_VARIANTS_CUT,
     "speed_models.py": ["--images", "512", "--pairs", "1", "--k", "100", "--eval-images", "10"],

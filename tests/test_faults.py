@@ -256,7 +256,7 @@ def inject(monkeypatch, call: str, code: int, hit) -> None:
         real_mkstemp = tempfile.mkstemp
 
         def mkstemp(*args, prefix="", dir=None, **kwargs):
-            if hit(Path(dir, prefix.lstrip(".").rstrip("."))):
+            if hit(Path(dir, prefix[1:].rsplit(".", 2)[0])):  # prefix: .NAME.PID.
                 raise refused(code)
             return real_mkstemp(*args, prefix=prefix, dir=dir, **kwargs)
 
@@ -294,10 +294,10 @@ def inject(monkeypatch, call: str, code: int, hit) -> None:
 
 
 def final_path(path) -> Path:
-    """The file a temp file `.NAME.XXXX.tmp` stands in for: NAME in the same folder."""
+    """The file a temp file `.NAME.PID.RANDOM.tmp` stands in for: NAME in the same folder."""
     path = Path(path)
     if path.name.startswith(".") and path.name.endswith(".tmp"):
-        return path.with_name(path.name[1:].rsplit(".", 2)[0])
+        return path.with_name(path.name[1:].rsplit(".", 3)[0])
     return path
 
 
@@ -401,6 +401,18 @@ def test_a_refused_write_is_one_error_naming_the_file_and_keeps_the_last_state(
     verify_manifest(run / "best", (MODEL_FILE,))
     write(run)  # the disk is back: the same write goes through
     assert not leftovers(run)
+
+
+def test_a_temp_file_of_a_killed_writer_goes_with_the_next_write(tmp_path):
+    target = tmp_path / "eval.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    stale = tmp_path / f".eval.json.{dead}.abc123.tmp"  # what a kill mid-write leaves
+    live = tmp_path / f".eval.json.{os.getpid()}.def456.tmp"  # a writer that still runs
+    stale.write_text("{")
+    live.write_text("{")
+    write_eval(tmp_path, {"split": "test", "k": 1})
+    assert not stale.exists() and live.exists() and target.is_file()
 
 
 def test_a_refused_move_after_the_commit_is_rolled_forward_by_the_resume(run, monkeypatch):

@@ -125,7 +125,7 @@ def test_cvae_page_label_picker_and_sliders(browser, runs, tmp_path):
         page, errors = open_page(browser, url)
         assert page.locator("#label-buttons button").count() == 10
         assert page.locator("#sliders input").count() == 4
-        assert "highest KL per dim" in page.inner_text("#plane-note")
+        assert "the two most used dimensions by KL" in page.inner_text("#plane-note")
         before = src(page, "#decoded")
 
         page.click("#label-buttons button[data-label='7']")

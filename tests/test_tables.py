@@ -76,5 +76,5 @@ def test_unknown_and_repeated_tables_are_refused(checkout):
     with pytest.raises(tables.TableError, match="unknown table"):
         tables.render(tables.documents(checkout), checkout / "results")
     doc.write_text(doc.read_text().replace("nonesuch", "distributed"))
-    with pytest.raises(tables.TableError, match="appears 2 times"):
+    with pytest.raises(tables.TableError, match="'distributed' appears 2 times"):
         tables.render(tables.documents(checkout), checkout / "results")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -77,10 +78,13 @@ def fsync_dir(folder: Path) -> None:
 
 
 def _temp_beside(path: Path) -> str:
-    """An empty temp file in path's folder, with the usual mode (mkstemp makes 0600)."""
+    """An empty temp file `.NAME.PID.RANDOM.tmp` in path's folder, with the usual mode (mkstemp
+    makes 0600); those of NAME that a killed process left are removed first."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale_temps(path)
+        prefix = f".{path.name}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise (write_error(path, err) if is_refusal(err) else err) from None
     try:
@@ -88,6 +92,26 @@ def _temp_beside(path: Path) -> str:
     finally:
         os.close(fd)
     return tmp
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of `path` whose writer no longer runs (killed mid-write); a live writer's
+    are its own."""
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
