@@ -126,7 +126,9 @@ class Opened:
 
     def drag(self, selector: str, points: list[tuple[float, float]]) -> None:
         """Press at the first point (fractions of the element's box), move through the rest."""
-        box = self.page.locator(selector).first.bounding_box()
+        element = self.page.locator(selector).first
+        element.scroll_into_view_if_needed()  # the mouse only reaches what the viewport shows
+        box = element.bounding_box()
         at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
         self.page.mouse.move(*at[0])
         self.page.mouse.down()

@@ -63,8 +63,9 @@ class FactorVAE(VAE):
         return [Phase("vae", vae), Phase("discriminator", list(self.discriminator.parameters()))]
 
     def tc_estimate(self, z: Tensor) -> Tensor:
-        """E log D(z) / (1 - D(z)) over the codes z (B, D): the logit of D."""
-        return self.discriminator(z).mean()
+        """E log D(z) / (1 - D(z)) over the codes z (B, D): the logit of D, in float32 also
+        under autocast (a bf16 mean would round the loss)."""
+        return self.discriminator(z).float().mean()
 
     def loss(self, phase: str, batch: Batch, ctx: StepContext) -> LossOutput:
         if phase == "vae":
