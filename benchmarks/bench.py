@@ -15,6 +15,7 @@ only its matmuls and that update bounds what a loop keeping both can reach below
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -267,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"benchmarks/bench.py: error: {err}", file=sys.stderr)
         return 2
+    # Provenance for the result tables; both sides of pair i train from seed i.
+    command = "vaelab bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    seeds = f"0-{args.pairs - 1}" if args.pairs > 1 else "0"
+    result.update(date=datetime.date.today().isoformat(), command=command.strip(), seed=seeds)
     save(result, args.out)
     report(result)
     return 0

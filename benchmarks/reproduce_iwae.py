@@ -13,6 +13,7 @@ short budget on 9,000 images is not comparable and the table says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import tempfile
@@ -82,12 +83,18 @@ def main() -> None:
     parser.add_argument("--data-dir", help="where fashion-mnist / mnist files are")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--eval-limit", type=int, help="evaluate the first N test images only")
+    parser.add_argument("--train-limit", type=int, help="train on the first N images only")
     parser.add_argument("--out", default="benchmarks/results/reproduce_iwae.json")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets.split(","):
         data_dir = None if dataset == "mnist-sample" else args.data_dir
         data = load_dataset(dataset, data_dir)
+        if args.train_limit:  # a quick check: the comparability note counts what trained
+            n = args.train_limit
+            labels = None if data.train_labels is None else data.train_labels[:n]
+            data = dataclasses.replace(data, train_images=data.train_images[:n],
+                                       train_labels=labels)  # fmt: skip
         for label, name, changes in RUNS:
             config = burda_config(name, changes, dataset, data_dir, args.epochs, args.batch_size)
             start = time.perf_counter()

@@ -69,12 +69,13 @@ def processor(name: str | None) -> str:
 
 def machine(meta: dict, row: dict | None = None) -> str:
     """The processor (a row's `cpu` over the file's) and its cores or threads."""
-    info = {**meta, **meta.get("machine", {})}
+    named = meta.get("machine")  # a record of the machine, or only its processor's name
+    info = {**meta, **named} if isinstance(named, dict) else {**meta, "processor": named}
     cpu = processor((row or {}).get("cpu") or info.get("processor"))
     if row is not None and row.get("cpu"):  # a row of its own: the file's threads may not be its
         return cpu
-    if info.get("cpu_count"):
-        cores = f"{info['cpu_count']} cores"
+    if info.get("cpu_count") or info.get("cpus"):
+        cores = f"{info.get('cpu_count') or info['cpus']} cores"
     else:
         threads = info.get("cpu_threads") or info.get("torch_threads") or info.get("threads")
         cores = recorded(threads, lambda t: f"{t} thread{'s' * (t != 1)}")
@@ -541,6 +542,56 @@ def serve_load(results: Path) -> str:
     return markdown(header, rows)
 
 
+def startup(results: Path) -> str:
+    """benchmarks/startup.py: each command's median wall time, the interpreter's beside it."""
+    d = load(results, "startup")
+    date, where, seed, command = provenance(d)
+    header = ["command", "median wall s", "rounds", "load average", "date", "machine", "command"]
+    rounds = str(len(d["rounds"]))
+    rows = [
+        [f"`{name}`", num(seconds, 3), rounds, num(d["load_average"]), date, where, command]
+        for name, seconds in d["median_seconds"].items()
+    ]
+    return markdown(header, rows)
+
+
+def contention(results: Path) -> str:
+    """benchmarks/contention.py: each process's share of its solo speed, and the pair's sum."""
+    d = load(results, "contention")
+    date, where, seed, command = provenance(d)
+    two, beside = d["two_vaelab"], d["vaelab_beside_plain"]
+    header = ["setting", "images/s alone", "shares (median)", "pair's total", "rounds", "date",
+              "machine", "seed", "command"]  # fmt: skip
+    rounds = str(len(d["rounds"]))
+    both = f"{num(d['vaelab_alone_images_per_s'], 0)} / {num(d['plain_alone_images_per_s'], 0)}"
+    rows = [
+        ["two `vaelab train` runs", num(d["vaelab_alone_images_per_s"], 0),
+         f"slower {num(two['median_lowest'])}x", f"{num(two['median_total'])}x", rounds,
+         date, where, seed, command],
+        ["`vaelab train` beside a plain PyTorch loop", both,
+         f"vaelab {num(beside['median_vaelab'])}x, loop {num(beside['median_plain'])}x",
+         f"{num(beside['median_total'])}x", rounds, date, where, seed, command],
+    ]  # fmt: skip
+    return markdown(header, rows)
+
+
+def disentanglement(results: Path) -> str:
+    """benchmarks/disentanglement.py: MIG and DCI of each model on shapes, one row per seed."""
+    d = load(results, "disentanglement")
+    date, where, _, command = provenance(d)
+    s = d["settings"]
+    budget = f"{s['steps']} steps x {s['batch_size']}"
+    header = ["model", "seed", "budget", "MIG", "DCI disentanglement", "DCI completeness",
+              "DCI informativeness", "train s", "date", "machine", "command"]  # fmt: skip
+    rows = [
+        [r["model"], str(r["seed"]), budget, num(r["mig"], 3), num(r["dci_disentanglement"], 3),
+         num(r["dci_completeness"], 3), num(r["dci_informativeness"], 3),
+         num(r["train_seconds"], 0), date, where, command]
+        for r in d["rows"]
+    ]  # fmt: skip
+    return markdown(header, rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline-fashion": headline_fashion,
     "headline-speed": headline_speed,
@@ -555,6 +606,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "precision": precision,
     "distributed": distributed,
     "serve-load": serve_load,
+    "startup": startup,
+    "contention": contention,
+    "disentanglement": disentanglement,
 }
 
 

@@ -37,6 +37,8 @@ def tiny_config(name: str, net: str = "mlp", **changes):
         "hidden": (32,),
         "num_classes": 10 if conditional else 0,
     }
+    if "m" in cls.__dataclass_fields__:  # MIWAE, PIWAE: M x K = 64 samples by default
+        fields.update(m=2, k=4)
     fields.update(changes)
     return cls(**fields)
 

@@ -57,15 +57,25 @@ IWAE_VARIANTS_CUT = ["--max-steps", "2", "--train-images", "64", "--batch-size",
                      "--hidden", "16", "--latent-dim", "2", "--k-eval", "8", "--eval-images",
                      "10", "--snr-ks", "1", "4", "--snr-reps", "3", "--snr-batch", "4",
                      "--figure", "iwae_snr.png"]  # fmt: skip
+REPRODUCE_IWAE_CUT = shlex.split(
+    "--epochs 1 --batch-size 999 --k 9 --eval-limit 9 --train-limit 3000"
+)
+DISENTANGLEMENT_CUT = shlex.split(
+    "--steps 1 --batch-size 16 --latent-dim 3 --hidden 16 --eval-images 100"
+)
 SCRIPT_CUTS = {  # each benchmark script's own flags for a run of seconds
     "reproduce_fashion.py": ["--epochs", "1", "--k", "10", "--limit", "20"],
     "model_family.py": ["--epochs", "1", "--hidden", "32", "--latents", "2", "--k-eval", "10"],
     "posthoc_sampler.py": ["--epochs", "1", "--hidden", "32", "--latent", "2", "--components", "3"],
-    "reproduce_iwae.py": ["--epochs", "1", "--batch-size", "999", "--k", "9", "--eval-limit", "9"],
+    "reproduce_iwae.py": REPRODUCE_IWAE_CUT,
     "iwae_variants.py": IWAE_VARIANTS_CUT,
+    "disentanglement.py": DISENTANGLEMENT_CUT,
     "speed_models.py": ["--images", "512", "--pairs", "1", "--k", "100", "--eval-images", "10"],
     "precision.py": ["--repeats", "1", "--epochs", "1"],
     "distributed.py": ["--repeats", "1", "--epochs", "1"],
+    "contention.py": shlex.split("--rounds 1 --seconds 1 --limit 512 --dataset mnist-sample"),
+    "startup.py": ["--repeats", "1"],
+    "bench_revisions.py": shlex.split("--rounds 1 --pairs 1 --epochs 1 --dataset mnist-sample"),
     "tables.py": ["--check"],
 }
 

@@ -64,3 +64,35 @@ def test_bench_quick_prints_the_ratio(tmp_path, capfd):
     assert any(line.startswith("its matmuls and its Adam update") for line in lines)
     # Same model, same maths: after one epoch the test losses are close.
     assert abs(result["vaelab_test_loss"]["median"] - result["recipe_test_loss"]["median"]) < 25
+
+
+def test_bench_revisions_runs_each_revision_from_its_own_tree(tmp_path, monkeypatch):
+    import bench_revisions
+
+    seen = []
+
+    def fake_bench(tree, options, out):  # what a revision's bench wrote, by its tree
+        seen.append((tree.name, (tree / "src" / "vaelab").is_dir(), options))
+        ratio = 2.0 if tree.name == "before" else 2.2
+        return {"ratio": {"median": ratio}, "recipe_images_per_s": {}, "extra": 1,
+                "vaelab_images_per_s": {}, "fraction_of_ceiling": 0.5}  # fmt: skip
+
+    monkeypatch.setattr(bench_revisions, "run_bench", fake_bench)
+    out = tmp_path / "revisions.json"
+    argv = ["HEAD", "HEAD", "--rounds", "2", "--pairs", "1", "--out", str(out)]
+    assert bench_revisions.main(argv) == 0
+    assert [(name, has_src) for name, has_src, _ in seen] == [("before", True), ("after", True)] * 2
+    result = json.loads(out.read_text())
+    assert result["after_over_before"]["median"] == pytest.approx(1.1)
+    assert result["revisions"]["before"]["commit"] == result["revisions"]["after"]["commit"]
+    assert "extra" not in result["runs"]["before"][0] and result["date"] and result["machine"]
+    assert "--pairs" in seen[0][2]
+
+
+def test_bench_revisions_runs_the_script_where_the_revision_has_it(tmp_path):
+    import bench_revisions
+
+    assert bench_revisions.bench_argv(tmp_path, ["--pairs", "1"])[1:4] == ["-m", "vaelab", "bench"]
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench.py").write_text("")
+    assert bench_revisions.bench_argv(tmp_path, [])[1] == str(tmp_path / "benchmarks" / "bench.py")

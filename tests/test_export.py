@@ -201,7 +201,7 @@ def doc_script() -> str:
 
 @pytest.mark.parametrize("key", ["mlp", "cvae"])
 def test_the_docs_onnxruntime_script_runs(runs, tmp_path, key):
-    export_run(runs / key, "onnx", tmp_path)
+    export_run(runs / key, "onnx", tmp_path / "onnx")  # where the doc's commands write it
     (tmp_path / "decode.py").write_text(doc_script())
     done = subprocess.run([sys.executable, "decode.py"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)  # fmt: skip

@@ -114,3 +114,10 @@ def test_no_private_torch_call_and_no_ctypes():
         if private.search(line.split("#")[0])
     ]
     assert not hits
+
+
+def test_the_data_package_names_each_export_once_in_all():
+    import vaelab.data as data
+
+    assert sorted(data.__all__) == sorted(data._HOME_OF)
+    assert all(getattr(data, name) is not None for name in data.__all__)

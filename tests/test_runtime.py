@@ -46,6 +46,19 @@ def test_importing_vaelab_does_not_import_torch():
     assert done.stdout.split() == ["True", "False"], done.stderr
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["datasets"]])
+def test_commands_that_do_not_train_do_not_import_torch(argv):
+    done = run_python("""
+        import contextlib, sys
+        from vaelab.cli import main
+        with contextlib.suppress(SystemExit):
+            main(sys.argv[1:])
+        print('torch' in sys.modules)
+        """, *argv)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "False", done.stdout
+
+
 def test_denormals_flush_inside_the_block_only_and_normal_numbers_stay(unflushed_caller):
     x = torch.tensor([DENORMAL, 1e-30])  # two elements: the calling thread computes them
     assert (x * 1.0)[0].item() > 0

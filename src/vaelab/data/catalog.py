@@ -23,20 +23,23 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from vaelab.data.base import ImageData, user_cache_dir
-from vaelab.data.folder import FolderOptions, load_folder
 from vaelab.data.idx import check_pair, content_md5, read_idx, read_idx_pair
 from vaelab.data.shapes import DESCRIPTION as SHAPES_DESCRIPTION
 from vaelab.data.shapes import NAME as SHAPES_NAME
 from vaelab.data.shapes import cache_status, load_shapes
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_open
+
+if TYPE_CHECKING:  # both import torch, which `vaelab datasets` does without
+    import torch
+
+    from vaelab.data.folder import FolderOptions
 
 __all__ = [
     "CATALOG",
@@ -202,6 +205,8 @@ def load_dataset(
     tensors (see vaelab.data.folder).
     """
     if name.startswith("folder:"):
+        from vaelab.data.folder import load_folder
+
         return load_folder(name, folder)
     if name.startswith("idx:"):
         return _load_idx_spec(name)
@@ -537,6 +542,8 @@ def _idx_data(spec: str, source: str, split: str, train: tuple, test: tuple) -> 
 
 
 def _num_classes(spec: str, *labels: torch.Tensor) -> int | None:
+    import torch  # the three converters import torch when a dataset loads, not when listed
+
     every = torch.cat(labels)
     if not len(every):
         return None
@@ -547,9 +554,13 @@ def _num_classes(spec: str, *labels: torch.Tensor) -> int | None:
 
 def _as_images(array: np.ndarray) -> torch.Tensor:
     """uint8 [N, C, H, W], sharing memory with `array`: (N, H, W) gets a channel dimension."""
+    import torch
+
     images = torch.from_numpy(array)
     return images.unsqueeze(1) if images.ndim == 3 else images
 
 
 def _as_labels(array: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(array.astype(np.int64, copy=False))

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
@@ -162,6 +161,8 @@ def load_shapes(spec: ShapesSpec | None = None, data_dir: str | Path | None = No
 
 
 def _as_data(spec: ShapesSpec, images: np.ndarray, values: np.ndarray, source: str) -> ImageData:
+    import torch  # here, not at the top: `vaelab datasets` lists the datasets without torch
+
     x = torch.from_numpy(images).unsqueeze(1)  # (N, 1, S, S)
     f = torch.from_numpy(values)
     y = f[:, 0].long()
