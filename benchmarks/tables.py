@@ -592,6 +592,43 @@ def disentanglement(results: Path) -> str:
     return markdown(header, rows)
 
 
+def public_api(results: Path) -> str:
+    """benchmarks/public_api.py: each removal's images/s over the old path's, round by round."""
+    d = load(results, "public_api")
+    date, where, seed, command = provenance(d)
+    header = ["variant", "LeanAdam", "mallopt", "images/s", "over the old path", "rounds",
+              "date", "machine", "command"]  # fmt: skip
+    rounds = str(len(d["rows"]))
+    rows = []
+    for name, v in d["variants"].items():
+        ratio = "1 (the baseline)" if name == "old" else spread(d["ratio"][f"{name}/old"], 3)
+        flags = ["yes" if v[trick] else "no" for trick in ("lean_adam", "mallopt")]
+        images = spread(d["images_per_s"][name])
+        rows.append([name, *flags, images, ratio, rounds, date, where, command])
+    return markdown(header, rows)
+
+
+def bench_revisions(results: Path) -> str:
+    """benchmarks/bench_revisions.py: `vaelab bench`'s ratio at two revisions, interleaved."""
+    d = load(results, "bench_revisions")
+    date, where, seed, command = provenance(d)
+    header = ["revision", "commit", "bench ratio per round", "vaelab images/s", "recipe images/s",
+              "date", "machine", "command"]  # fmt: skip
+    rows = []
+    for side, rev in d["revisions"].items():
+        runs = d["runs"][side]
+        ratios = ", ".join(num(r["ratio"]["median"]) for r in runs)
+        own = ", ".join(num(r["vaelab_images_per_s"]["median"], 0) for r in runs)
+        recipe = ", ".join(num(r["recipe_images_per_s"]["median"], 0) for r in runs)
+        rows.append([f"{side}: `{rev['name']}`", rev["commit"][:10], ratios, own, recipe, date,
+                     where, command])  # fmt: skip
+    change = d["after_over_before"]
+    per_round = ", ".join(num(v, 3) for v in change["per_round"])
+    rows.append(["after / before", "", f"{per_round} (median {num(change['median'], 3)})", "",
+                 "", date, where, command])  # fmt: skip
+    return markdown(header, rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline-fashion": headline_fashion,
     "headline-speed": headline_speed,
@@ -609,6 +646,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "startup": startup,
     "contention": contention,
     "disentanglement": disentanglement,
+    "public-api": public_api,
+    "bench-revisions": bench_revisions,
 }
 
 
