@@ -23,9 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.distributions import DiagonalGaussian, PointMass
 from vaelab.errors import VaelabError
-from vaelab.models.base import Batch, LossOutput, Model, ModelConfig, Phase, StepContext, register
+from vaelab.models.base import (
+    Batch,
+    LossOutput,
+    ModelConfig,
+    Phase,
+    PointOrGaussianModel,
+    StepContext,
+    register,
+)
 from vaelab.priors import Prior, check_prior, make_prior
 
 
@@ -55,7 +62,7 @@ class AAEConfig(ModelConfig):
 
 
 @register("aae")
-class AAE(Model):
+class AAE(PointOrGaussianModel):
     config_class = AAEConfig
     conditional = False  # encoder and decoder take no label; only the label-aware prior needs y
     loss_name = "reconstruction loss -log p(x|z)"
@@ -67,16 +74,6 @@ class AAE(Model):
 
     def build_prior(self) -> Prior:
         return make_prior(self.config.prior, self.config.latent_dim, self.config.prior_classes)
-
-    def encoder_out_dim(self) -> int:
-        gaussian = self.config.posterior == "gaussian"
-        return 2 * self.config.latent_dim if gaussian else self.config.latent_dim
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> PointMass | DiagonalGaussian:
-        h = self.encoder(x, self.condition(y))
-        if self.config.posterior == "gaussian":
-            return DiagonalGaussian(*h.chunk(2, dim=-1))
-        return PointMass(h)
 
     def codes(self, x: Tensor, y: Tensor | None) -> Tensor:
         """What D compares with prior samples: f(x), or z ~ q(z|x) for the Gaussian posterior

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.config import field_types
-from vaelab.distributions import make_likelihood
+from vaelab.distributions import DiagonalGaussian, PointMass, make_likelihood
 from vaelab.errors import VaelabError
 from vaelab.nets import build_decoder, build_encoder
 from vaelab.priors import Prior, StandardNormal
@@ -278,6 +278,21 @@ class Model(nn.Module):
         shows (a hierarchical VAE: the KL and the active units of each stochastic layer), keyed
         by name; none by default."""
         return {}
+
+
+class PointOrGaussianModel(Model):
+    """A model whose config chooses its posterior (`posterior`): a point z = f(x)
+    ("deterministic") or a diagonal Gaussian q(z|x) ("gaussian"). The AAE and the WAE."""
+
+    def encoder_out_dim(self) -> int:
+        gaussian = self.config.posterior == "gaussian"
+        return 2 * self.config.latent_dim if gaussian else self.config.latent_dim
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> PointMass | DiagonalGaussian:
+        h = self.encoder(x, self.condition(y))
+        if self.config.posterior == "gaussian":
+            return DiagonalGaussian(*h.chunk(2, dim=-1))
+        return PointMass(h)
 
 
 class DensityModel(Model):

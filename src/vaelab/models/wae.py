@@ -20,9 +20,15 @@ from typing import Literal
 
 from torch import Tensor
 
-from vaelab.distributions import DiagonalGaussian, PointMass
 from vaelab.errors import VaelabError
-from vaelab.models.base import Batch, LossOutput, Model, ModelConfig, StepContext, register
+from vaelab.models.base import (
+    Batch,
+    LossOutput,
+    ModelConfig,
+    PointOrGaussianModel,
+    StepContext,
+    register,
+)
 from vaelab.models.mmd import mmd_unbiased
 
 
@@ -45,20 +51,10 @@ class WAEConfig(ModelConfig):
 
 
 @register("wae")
-class WAE(Model):
+class WAE(PointOrGaussianModel):
     batch_statistic_loss = True  # an MMD / TC over the batch: see models/base.py
     config_class = WAEConfig
     loss_name = "WAE-MMD loss: reconstruction cost + lambda MMD^2 (not a bound)"
-
-    def encoder_out_dim(self) -> int:
-        gaussian = self.config.posterior == "gaussian"
-        return 2 * self.config.latent_dim if gaussian else self.config.latent_dim
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> PointMass | DiagonalGaussian:
-        h = self.encoder(x, self.condition(y))
-        if self.config.posterior == "gaussian":
-            return DiagonalGaussian(*h.chunk(2, dim=-1))
-        return PointMass(h)
 
     def mmd(self, z: Tensor) -> Tensor:
         """MMD^2 between the codes z (B, D) and B fresh prior samples."""
