@@ -1,24 +1,35 @@
-"""Every model of the family on mnist-sample at the same budget: one table.
+"""Every registered model on one dataset at the same budget: one table.
 
     python benchmarks/model_family.py --epochs 50 --hidden 400,400 --latents 2,20
+    python benchmarks/model_family.py --dataset fashion-mnist --epochs 10 --latents 20 \
+        --out benchmarks/results/model_family_fashion.json
 
-Columns: test reconstruction error -log p(x | z = posterior mean) (nats per image, the same
-measure for every model), test negative ELBO (one sample, analytic KL, beta = 1) and the
-negative IWAE-k bound with k = --k-eval for models with a posterior density, the CVAE's
-conditional-sample accuracy by a CNN classifier (and its label-transfer accuracy: test codes
-decoded under another label, classified as that label), and the AAE discriminator's accuracy on test
-codes vs prior samples (at the end, and at the end of each of the last 5 epochs: it oscillates),
-and for every model the sample quality of 1,000 prior samples against 1,000 test images in the
-classifier's features (evaluation/samples.py: Frechet classifier distance, precision and recall,
-k=3), beside the same numbers between those test images and 1,000 training images (the floor).
-Writes benchmarks/results/model_family.json.
+Each model of the registry trains at least once (MODELS_TO_RUN adds variants: beta, k, the
+AAE's priors) with the same MLP (--hidden), latent size, epochs, Adam 1e-3 and seed 0, on
+mnist-sample or a named dataset (`--dataset`, `--data-dir`; `--train-images N`: the first N
+training images only). Columns: test reconstruction error -log p(x | z = posterior mean) (nats
+per image, the same measure for every model), test negative ELBO (one sample, analytic KL,
+beta = 1) and the negative IWAE-k bound with k = --k-eval for models with a likelihood estimate
+(DensityModel), the active units (posterior means whose variance over the test images exceeds
+0.01), the CVAE's conditional-sample accuracy by a CNN classifier (and its label-transfer
+accuracy: test codes decoded under another label, classified as that label), and the AAE
+discriminator's accuracy on test codes vs prior samples (at the end, and at the end of each of
+the last 5 epochs: it oscillates), and for every model the sample quality of 1,000 prior
+samples against 1,000 test images in the classifier's features (evaluation/samples.py: Frechet
+classifier distance, precision and recall, k=3), beside the same numbers between those test
+images and 1,000 training images (the floor). A configuration a model refuses (a latent size it
+cannot take) is listed under `skipped` with its reason. Writes benchmarks/results/
+model_family.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +38,9 @@ import torch
 
 from bench import cpu_model
 from vaelab.data import load_dataset
+from vaelab.errors import VaelabError
 from vaelab.evaluation.classifier import train_classifier
+from vaelab.evaluation.diagnostics import active_units, posterior_means
 from vaelab.evaluation.likelihood import dataset_mean, elbo, iwae_bound, reconstruction_nll
 from vaelab.evaluation.run_eval import SAMPLE_QUALITY_IMAGES, real_images
 from vaelab.evaluation.samples import sample_quality
@@ -52,6 +65,18 @@ MODELS_TO_RUN = [  # (label, registered name, config changes)
         "aae",
         {"prior": "normal", "posterior": "gaussian", "disc_r1": 10.0},
     ),
+    ("MIWAE(4,4)", "miwae", {"m": 4, "k": 4}),
+    ("PIWAE(4,4)", "piwae", {"m": 4, "k": 4}),
+    ("CIWAE(0.5), k=16", "ciwae", {"k": 16}),
+    ("VAE + IAF", "vae-iaf", {}),
+    ("IWAE k=5 + IAF", "iwae-iaf", {"k": 5}),
+    ("HVAE", "hvae", {}),
+    ("Ladder VAE", "ladder-vae", {}),
+    ("WAE-MMD", "wae", {}),
+    ("InfoVAE (MMD-VAE)", "info-vae", {}),
+    ("beta-TCVAE", "beta-tcvae", {}),
+    ("FactorVAE", "factor-vae", {}),
+    ("VQ-VAE", "vq-vae", {}),
 ]
 
 
@@ -81,6 +106,7 @@ def evaluate(model, x, y, k_eval, classifier, real):
     model.eval()
     torch.manual_seed(0)
     row = {"recon": dataset_mean(lambda a, b: reconstruction_nll(model, a, b), x, y)}
+    row["active_units"] = active_units(posterior_means(model, x, y))[0]
     if isinstance(model, DensityModel):
         row["neg_elbo"] = -dataset_mean(lambda a, b: elbo(model, a, b), x, y)
         row[f"neg_iwae_{k_eval}"] = -dataset_mean(lambda a, b: iwae_bound(model, a, b, k_eval),
@@ -100,38 +126,56 @@ def evaluate(model, x, y, k_eval, classifier, real):
     return row
 
 
-def main() -> None:
+def model_config(name: str, changes: dict, data, latent: int, hidden: tuple[int, ...]):
+    """The registered model's config for this run, as `vaelab train` builds it from the data."""
+    cls = MODELS[name]
+    from_data = cls.fields_from_data(data.num_classes, len(data.train_images))
+    fields = {"image_shape": data.image_shape, "latent_dim": latent, "hidden": hidden,
+              **from_data, **changes}  # fmt: skip
+    return cls.config_class(**fields)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist-sample")
+    parser.add_argument("--data-dir", help="where the dataset's files are")
+    parser.add_argument("--train-images", type=int, help="train on the first N images only")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--hidden", default="400,400", help="hidden layers of every MLP")
     parser.add_argument("--latents", default="2,20")
     parser.add_argument("--k-eval", type=int, default=1000)
     parser.add_argument("--only", help="labels of MODELS_TO_RUN to run, separated by ;")
     parser.add_argument("--out", default="benchmarks/results/model_family.json")
-    args = parser.parse_args()
-    data = load_dataset("mnist-sample")
+    args = parser.parse_args(argv)
+    data = load_dataset(args.dataset, args.data_dir)
+    if args.train_images:
+        n = args.train_images
+        labels = None if data.train_labels is None else data.train_labels[:n]
+        data = dataclasses.replace(data, train_images=data.train_images[:n], train_labels=labels)
     classifier = train_classifier(data.train_images, data.train_labels)
     real, floor = sample_judge(classifier, data)
     hidden = tuple(int(v) for v in args.hidden.split(","))
-    results = []
+    results, skipped = [], []
     for latent in [int(v) for v in args.latents.split(",")]:
         for label, name, changes in MODELS_TO_RUN:
             if args.only and label not in args.only.split(";"):
                 continue
-            cls = MODELS[name].config_class
-            fields = {"image_shape": data.image_shape, "latent_dim": latent, "hidden": hidden,
-                      **changes}  # fmt: skip
-            if name == "cvae":
-                fields["num_classes"] = 10
-            if changes.get("prior") == "mixture" and latent != 2:
-                continue  # the mixture-on-a-circle prior is 2-D
-            config = RunConfig(model=name, model_config=cls(**fields),
-                               data=DataConfig(dataset="mnist-sample"),
-                               train=TrainConfig(epochs=args.epochs))  # fmt: skip
+            if name not in MODELS:
+                skipped.append({"model": label, "latent": latent, "reason": "not registered"})
+                continue
+            try:
+                config = model_config(name, changes, data, latent, hidden)
+                config.validate()
+            except VaelabError as err:  # e.g. the mixture-on-a-circle prior is 2-D only
+                skipped.append({"model": label, "latent": latent, "reason": str(err)})
+                continue
+            run = RunConfig(model=name, model_config=config,
+                            data=DataConfig(dataset=args.dataset, data_dir=args.data_dir),
+                            train=TrainConfig(epochs=args.epochs))  # fmt: skip
             start = time.perf_counter()
-            trainer = train(config, Path(tempfile.mkdtemp()) / "run", quiet=True, data=data)
+            trainer = train(run, Path(tempfile.mkdtemp()) / "run", quiet=True, data=data)
             seconds = time.perf_counter() - start
-            row = {"model": label, "latent": latent, "epochs": args.epochs,
+            row = {"model": label, "registered": name, "latent": latent, "epochs": args.epochs,
                    "hidden": list(hidden), "train_seconds": round(seconds, 1)}  # fmt: skip
             row.update(evaluate(trainer.model, trainer.test_x, trainer.test_y, args.k_eval,
                                 classifier, real))  # fmt: skip
@@ -146,10 +190,15 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                "platform": platform.platform(), "processor": cpu_model()}  # fmt: skip
-    record = {"machine": machine, "k_eval": args.k_eval, "sample_quality_images": len(real),
-              "sample_quality_floor": floor, "rows": results}  # fmt: skip
+    command = "python benchmarks/model_family.py " + " ".join(argv or sys.argv[1:])
+    record = {"machine": machine, "date": datetime.date.today().isoformat(),
+              "command": command.strip(), "seed": 0, "dataset": args.dataset,
+              "train_images": len(data.train_images), "k_eval": args.k_eval,
+              "sample_quality_images": len(real), "sample_quality_floor": floor,
+              "skipped": skipped, "rows": results}  # fmt: skip
     out.write_text(json.dumps(record, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

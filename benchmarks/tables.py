@@ -188,41 +188,30 @@ def family_other(r: dict) -> str:
     return ""
 
 
+MODEL_FAMILY_FILES = ["model_family"]  # benchmarks/model_family.py, one file per dataset
+
+
 def model_family(results: Path) -> str:
-    data = load(results, "model_family")
-    k = data.get("k_eval")
-    header = [
-        "model",
-        "latent",
-        "epochs",
-        "hidden",
-        "reconstruction -log p(x\\|z=mean)",
-        "negative ELBO",
-        f"negative L_{k}",
-        "other",
-        *SAMPLE_QUALITY,
-        "train s",
-        *PROVENANCE,
-    ]
-    rows = [
-        [
-            r["model"],
-            str(r["latent"]),
-            str(r["epochs"]),
-            "-".join(str(h) for h in r["hidden"]),
-            num(r["recon"]),
-            num(r["neg_elbo"]) if "neg_elbo" in r else "",
-            num(r[f"neg_iwae_{k}"]) if f"neg_iwae_{k}" in r else "",
-            family_other(r),
-            *quality_cells(r),
-            num(r.get("train_seconds"), 1),
-            *provenance(data, r),
-        ]
-        for r in data["rows"]
-    ]
-    floor = ["real test vs training images (the floor)", *[""] * 7]
-    rows.append([*floor, *quality_cells(data.get("sample_quality_floor") or {}), "",
-                 *provenance(data)])  # fmt: skip
+    header = ["model", "dataset", "latent", "epochs", "hidden",
+              "reconstruction -log p(x\\|z=mean)", "negative ELBO", "negative L_k (k)",
+              "active units", "other", *SAMPLE_QUALITY, "train s", *PROVENANCE]  # fmt: skip
+    rows = []
+    for name in MODEL_FAMILY_FILES:
+        data = load(results, name)
+        k, dataset = data.get("k_eval"), recorded(data.get("dataset"))
+        for r in data["rows"]:
+            bound = f"{num(r[f'neg_iwae_{k}'])} ({k})" if f"neg_iwae_{k}" in r else ""
+            rows.append([r["model"], dataset, str(r["latent"]), str(r["epochs"]),
+                         "-".join(str(h) for h in r["hidden"]), num(r["recon"]),
+                         num(r["neg_elbo"]) if "neg_elbo" in r else "", bound,
+                         recorded(r.get("active_units")), family_other(r), *quality_cells(r),
+                         num(r.get("train_seconds"), 1), *provenance(data, r)])  # fmt: skip
+        for skip in data.get("skipped", []):
+            rows.append([skip["model"], dataset, str(skip["latent"]), "", "", "skipped:",
+                         skip["reason"], *[""] * 7, *provenance(data)])  # fmt: skip
+        floor = ["real test vs training images (the floor)", dataset, *[""] * 8]
+        rows.append([*floor, *quality_cells(data.get("sample_quality_floor") or {}), "",
+                     *provenance(data)])  # fmt: skip
     return markdown(header, rows)
 
 

@@ -65,7 +65,9 @@ DISENTANGLEMENT_CUT = shlex.split(
 )
 SCRIPT_CUTS = {  # each benchmark script's own flags for a run of seconds
     "reproduce_fashion.py": ["--epochs", "1", "--k", "10", "--limit", "20"],
-    "model_family.py": ["--epochs", "1", "--hidden", "32", "--latents", "2", "--k-eval", "10"],
+    "model_family.py": shlex.split(
+        "--epochs 1 --hidden 32 --latents 2 --k-eval 10 --train-images 500"
+    ),
     "posthoc_sampler.py": ["--epochs", "1", "--hidden", "32", "--latent", "2", "--components", "3"],
     "reproduce_iwae.py": REPRODUCE_IWAE_CUT,
     "iwae_variants.py": IWAE_VARIANTS_CUT,
