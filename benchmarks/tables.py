@@ -618,6 +618,28 @@ def bench_revisions(results: Path) -> str:
     return markdown(header, rows)
 
 
+def soak(results: Path) -> str:
+    """benchmarks/soak.py: where each SIGKILL of the long soak landed."""
+    d = load(results, "soak")
+    date, where, seed, command = provenance(d)
+    header = ["#", "phase killed", "where", "date", "machine", "seed", "command"]
+    rows = []
+    for i, p in enumerate(d["points"], 1):
+        if not p["reached"]:
+            place = "no event left to kill"
+        elif p["command"] == "train":
+            place = f"epoch {p['epoch']}, event {p['event']} of the process"
+        else:
+            place = f"event {p['event']} of `vaelab {p['command']}`"
+        rows.append([str(i), p["phase"], place, date, where, seed, command])
+    reached = sum(p["reached"] for p in d["points"])
+    outcome = "identical to the uninterrupted run's" if d["identical"] else "different"
+    load_average = num(d["load_average"])
+    summary = f"weights {outcome}; {num(d['seconds'], 0)} s at load average {load_average}"
+    rows.append(["all", f"{reached} of {d['kills']} reached", summary, date, where, seed, command])
+    return markdown(header, rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline-fashion": headline_fashion,
     "headline-speed": headline_speed,
@@ -637,6 +659,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "disentanglement": disentanglement,
     "public-api": public_api,
     "bench-revisions": bench_revisions,
+    "soak": soak,
 }
 
 

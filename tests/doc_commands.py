@@ -77,6 +77,8 @@ SCRIPT_CUTS = {  # each benchmark script's own flags for a run of seconds
     "distributed.py": ["--repeats", "1", "--epochs", "1"],
     "contention.py": shlex.split("--rounds 1 --seconds 1 --limit 512 --dataset mnist-sample"),
     "startup.py": ["--repeats", "1"],
+    "soak.py": ["--kills", "2"],
+    "public_api.py": ["--rounds", "1", "--seconds", "0.1"],
     "bench_revisions.py": shlex.split("--rounds 1 --pairs 1 --epochs 1 --dataset mnist-sample"),
     "tables.py": ["--check"],
 }

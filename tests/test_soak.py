@@ -10,7 +10,8 @@ saved) and SIGKILLs the process at one event drawn at random (seeded) from those
 work holds, as an uninterrupted run counted them (in training, from the first share of them:
 one over the kills of that phase still to come, so that the kills move through the epochs).
 The kills cycle over the six phases in a seeded order. 8 kills by default;
-VAELAB_SOAK_KILLS=20 (or any number) for a longer soak. The kill points reached are printed.
+VAELAB_SOAK_KILLS=20 (or any number) for a longer soak. The kill points reached are printed,
+and written as JSON to the file VAELAB_SOAK_RECORD names, if set (benchmarks/soak.py).
 """
 
 import json
@@ -19,6 +20,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,8 +189,9 @@ def test_a_run_killed_at_random_moments_ends_as_an_uninterrupted_one(
         code, output = soak(ref_cmds[name], {})
         assert code == 0, output
         counts[name] = counts_of(output)
-    rng, reached = random.Random(SEED), []
+    rng, reached, points = random.Random(SEED), [], []
     plan = plan_kills(rng)
+    start_time = time.perf_counter()
     for phase in list(plan):
         command = COMMAND_OF[phase]
         if command != "train":
@@ -197,6 +200,7 @@ def test_a_run_killed_at_random_moments_ends_as_an_uninterrupted_one(
         left = events_left(counts[command], phase, start - (command != "train"))
         if not left:  # e.g. no best-weights save in the epochs left
             reached.append(f"{phase}: no event left after epoch {start}")
+            points.append({"phase": phase, "command": command, "reached": False})
             plan.remove(phase)
             continue
         args = resume_or_start(cmds, run) if command == "train" else cmds[command]
@@ -209,6 +213,8 @@ def test_a_run_killed_at_random_moments_ends_as_an_uninterrupted_one(
         _, hit, epoch, n = kill.split()
         reached.append(f"{hit} (epoch {epoch}, event {n} of the process)" if command == "train"
                        else f"{hit} (event {n} of `vaelab {command}`)")  # fmt: skip
+        points.append({"phase": hit, "command": command, "reached": True, "event": int(n),
+                       "epoch": int(epoch) if command == "train" else None})  # fmt: skip
     finish_training(cmds, run)
     for name in ("eval", "report"):  # each killed one runs again (and unkilled ones once)
         assert soak(cmds[name], {})[0] == 0
@@ -224,3 +230,8 @@ def test_a_run_killed_at_random_moments_ends_as_an_uninterrupted_one(
     leftovers = [p.name for p in run.rglob("*") if p.name.endswith((".tmp", ".next"))]
     assert not leftovers
     assert sum("no event left" not in r for r in reached) >= KILLS - 1
+    if os.environ.get("VAELAB_SOAK_RECORD"):  # benchmarks/soak.py adds the provenance
+        seconds = round(time.perf_counter() - start_time, 1)  # the kills and resumes
+        record = {"kills": KILLS, "seed": SEED, "epochs": EPOCHS, "points": points,
+                  "seconds": seconds, "identical": True}  # fmt: skip
+        Path(os.environ["VAELAB_SOAK_RECORD"]).write_text(json.dumps(record, indent=2) + "\n")
