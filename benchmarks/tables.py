@@ -35,7 +35,11 @@ def load(results: Path, name: str) -> dict:
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = [header, ["---"] * len(header), *rows]
-    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
+    cells = [[UNESCAPED_PIPE.sub(r"\\|", cell) for cell in line] for line in lines]
+    return "".join("| " + " | ".join(line) + " |\n" for line in cells)
+
+
+UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")  # a | inside a cell would end it
 
 
 # Cells. A missing value (absent or null) reads "not recorded".
@@ -91,7 +95,7 @@ def provenance(meta: dict, row: dict | None = None) -> list[str]:
         recorded(row.get("date") or meta.get("date")),
         machine(meta, row),
         recorded(seed),
-        recorded(command, lambda c: f"`{c}`"),
+        recorded(command, lambda c: f"`{c.strip()}`"),
     ]
 
 
@@ -640,6 +644,26 @@ def soak(results: Path) -> str:
     return markdown(header, rows)
 
 
+def aae_match(results: Path) -> str:
+    """benchmarks/aae_match.py: the tour's AAE codes against its prior, one row per setting."""
+    d = load(results, "aae_match")
+    date, where, seed, command = provenance(d)
+    header = ["setting", "epochs", "MMD^2 by label (floor: median, 95 %)",
+              "MMD^2 marginal (floor: median, 95 %)", "codes in their own component",
+              "radial offset mean, std (prior 0, 1)", "tangential std (prior 0.5)", "train s",
+              "date", "machine", "seed", "command"]  # fmt: skip
+
+    def mmd(r: dict, name: str) -> str:
+        floor = f"{r[f'mmd2_{name}_floor']:.1e}, {r[f'mmd2_{name}_floor_q95']:.1e}"
+        return f"{r[f'mmd2_{name}']:.1e} ({floor})"
+
+    rows = [[r["changes"], str(r["epochs"]), mmd(r, "by_label"), mmd(r, "marginal"),
+             percent(r["own_component"]), f"{num(r['radial_mean'])}, {num(r['radial_std'])}",
+             num(r["tangential_std"]), num(r["train_seconds"], 0), date, where, seed, command]
+            for r in d["rows"]]  # fmt: skip
+    return markdown(header, rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline-fashion": headline_fashion,
     "headline-speed": headline_speed,
@@ -660,6 +684,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "public-api": public_api,
     "bench-revisions": bench_revisions,
     "soak": soak,
+    "aae-match": aae_match,
 }
 
 

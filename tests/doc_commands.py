@@ -78,6 +78,7 @@ SCRIPT_CUTS = {  # each benchmark script's own flags for a run of seconds
     "contention.py": shlex.split("--rounds 1 --seconds 1 --limit 512 --dataset mnist-sample"),
     "startup.py": ["--repeats", "1"],
     "soak.py": ["--kills", "2"],
+    "aae_match.py": ["--settings", "base", "--epochs-scale", "0.05"],
     "public_api.py": ["--rounds", "1", "--seconds", "0.1"],
     "bench_revisions.py": shlex.split("--rounds 1 --pairs 1 --epochs 1 --dataset mnist-sample"),
     "tables.py": ["--check"],
