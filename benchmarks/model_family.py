@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+import vaelab
 from bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
@@ -136,6 +137,7 @@ def model_config(name: str, changes: dict, data, latent: int, hidden: tuple[int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    vaelab.flush_denormals()  # as the `vaelab` command does: before torch's first op
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist-sample")
     parser.add_argument("--data-dir", help="where the dataset's files are")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+import vaelab
 from bench import cpu_model
 from vaelab.data import load_dataset
 from vaelab.evaluation.likelihood import elbo, iwae_bound, mean_and_se, per_image
@@ -76,6 +77,7 @@ def evaluate(model, x, k: int):
 
 
 def main() -> None:
+    vaelab.flush_denormals()  # as the `vaelab` command does: before torch's first op
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="the budget (paper: 3280)")
     parser.add_argument("--batch-size", type=int, default=20)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+import vaelab
 from bench import cpu_model
 from recipe import ImageFolderLike
 from vaelab.data import ImageData, binarize_fixed, load_dataset
@@ -118,6 +119,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
+    vaelab.flush_denormals()  # as the `vaelab` command does: before torch's first op
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data-dir")
