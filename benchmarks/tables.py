@@ -618,8 +618,8 @@ def bench_revisions(results: Path) -> str:
     header = ["revision", "commit", "bench ratio per round", "vaelab images/s", "recipe images/s",
               "date", "machine", "command"]  # fmt: skip
     rows = []
-    for side, rev in d["revisions"].items():
-        runs = d["runs"][side]
+    for side in ("before", "after"):
+        rev, runs = d["revisions"][side], d["runs"][side]
         ratios = ", ".join(num(r["ratio"]["median"]) for r in runs)
         own = ", ".join(num(r["vaelab_images_per_s"]["median"], 0) for r in runs)
         recipe = ", ".join(num(r["recipe_images_per_s"]["median"], 0) for r in runs)
