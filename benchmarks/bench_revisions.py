@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {side: Path(tmp) / side for side in commits}
-        for side, commit in commits.items():
-            git("worktree", "add", "--detach", str(trees[side]), commit)
         try:
+            for side, commit in commits.items():
+                git("worktree", "add", "--detach", str(trees[side]), commit)
             for k in range(args.rounds):
                 for side in ("before", "after"):
                     out = Path(tmp) / f"{side}-{k}.json"
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)  # fmt: skip
         finally:
             for tree in trees.values():
-                git("worktree", "remove", "--force", str(tree))
+                if tree.exists():  # one that failed to check out has nothing to remove
+                    git("worktree", "remove", "--force", str(tree))
     per_round = [a["ratio"]["median"] / b["ratio"]["median"]
                  for a, b in zip(runs["after"], runs["before"], strict=True)]  # fmt: skip
     result = {
